@@ -1,0 +1,1 @@
+"""fedops: the plain, importable, unit-tested Python behind the invoke tasks."""

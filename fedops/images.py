@@ -1,0 +1,60 @@
+"""Building the service images (docker compose build: BuildKit caches per layer, so a
+change in one services/<name>/ folder rebuilds only that image)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from . import compose, paths
+from .errors import FedopsError
+
+
+def extra_ca() -> Path:
+    value = compose.settings().get("FL_BUILD_EXTRA_CA", "./ca/no-extra-ca.pem")
+    path = (paths.ROOT / value).resolve()
+    if not path.is_file():
+        raise FedopsError(f"FL_BUILD_EXTRA_CA points at {path}, which does not exist",
+                          "set it to a PEM bundle (public roots plus your proxy's CA) in .env.local, "
+                          "or remove it to build without one")
+    return path
+
+
+def buildable(profiles=()) -> list[str]:
+    out = subprocess.run([*compose.argv(profiles), "config", "--format", "json"],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise FedopsError(f"docker compose rejected the configuration:\n{out.stderr.strip()}",
+                          "fix the file it names")
+    model = json.loads(out.stdout)
+    # Several services may share an image (one SuperNode image for every site): build it once.
+    first: dict[str, str] = {}
+    for name, svc in sorted(model["services"].items()):
+        if "build" in svc:
+            first.setdefault(svc.get("image", name), name)
+    return sorted(first.values())
+
+
+def build(c, services: list[str] | None = None, profiles=(), no_cache: bool = False) -> None:
+    extra_ca()
+    known = buildable(profiles)
+    names = services or known
+    unknown = [s for s in names if s not in known]
+    if unknown:
+        raise FedopsError(f"no buildable service named {', '.join(unknown)}",
+                          f"choose from: {', '.join(known)}")
+    # One image per service: build each once, in order, so progress reads per service.
+    print(f"==> images: {', '.join(names)}", flush=True)
+    for i, name in enumerate(names, 1):
+        t0 = time.time()
+        print(f"    [{i}/{len(names)}] {name} ...", flush=True)
+        args = ["build", "--progress", "plain"] + (["--no-cache"] if no_cache else []) + [name]
+        result = compose.run(c, *args, profiles=profiles, echo=False, hide=True, warn=True)
+        if not result.ok:
+            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-25:])
+            raise FedopsError(f"building {name} failed:\n{tail}",
+                              "behind a TLS-intercepting proxy set FL_BUILD_EXTRA_CA (README: Behind a proxy); "
+                              f"full log: `invoke images.build --service {name}`")
+        cached = result.stderr.count("CACHED")
+        print(f"          done in {time.time() - t0:.0f}s ({cached} cached steps)", flush=True)

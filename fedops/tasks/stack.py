@@ -1,0 +1,80 @@
+"""Bringing the whole stack up and down (the most-used tasks, also at the top level)."""
+import sys
+
+from invoke import task
+
+from .. import compose, config, paths, pki, render, stack
+from . import clear_errors
+
+
+def hooks():
+    """Steps that run before a phase starts (registration needs the SuperLink up)."""
+    from .. import federation
+    return {"4.2 SuperNodes": federation.register_all}
+
+
+@task(iterable=["profile"], help={
+    "profile": "optional profile to include (repeatable): gpu adds GPU reservations and DCGM",
+    "no_build": "do not (re)build images; use the ones present"})
+@clear_errors
+def up(c, profile=None, no_build=False):
+    """Set up everything needed and start the stack in phase order, waiting for health."""
+    profiles = list(profile or [])
+    fed = stack.prepare()
+    stack.up(c, fed, profiles=profiles, build=not no_build, hooks=hooks())
+    print(f"\nThe federation is up: https://{fed.domain}/ (users' passwords: invoke secrets.password USER)")
+
+
+@task(help={"volumes": "also delete the data volumes (PostgreSQL, SuperLink state): asks first",
+            "yes": "with --volumes: do not ask"})
+@clear_errors
+def down(c, volumes=False, yes=False):
+    """Stop the stack, keeping data (--volumes wipes it after a confirmation)."""
+    args = ["down", "--remove-orphans"]
+    if volumes:
+        if not yes:
+            if not sys.stdin.isatty():
+                raise stack.FedopsError("--volumes deletes all data and needs a confirmation",
+                                        "run it in a terminal, or add --yes")
+            if input("Delete all data volumes (databases, SuperLink state)? Type 'yes': ").strip() != "yes":
+                print("nothing deleted")
+                return
+        args.append("--volumes")
+    compose.run(c, *args, profiles=["tools", "gpu"] if compose.GPU_OVERLAY.exists() else ["tools"])
+
+
+@task(name="status")
+@clear_errors
+def status_(c):
+    """Each service: state, health, published ports and its certificate's expiry."""
+    rows = stack.ps()
+    if not rows:
+        print("nothing is running: start it with `invoke up`")
+        return
+    print(f"{'SERVICE':22} {'STATE':10} {'HEALTH':10} {'CERT EXPIRES':14} PORTS")
+    for r in rows:
+        cert = paths.DEPLOY_DIR / (r.service.replace("supernode-", "org-").replace("siteproxy-", "org-")) / "tls.crt"
+        expiry = f"{pki.load_cert(cert).not_valid_after_utc:%Y-%m-%d}" if cert.exists() else "-"
+        print(f"{r.service:22} {r.state:10} {r.health:10} {expiry:14} {r.ports}")
+
+
+@task(help={"service": "only this service", "follow": "keep following", "tail": "lines per service"})
+@clear_errors
+def logs(c, service="", follow=False, tail=100):
+    """Show the services' logs."""
+    args = ["logs", "--tail", str(tail)] + (["-f"] if follow else []) + ([service] if service else [])
+    compose.run(c, *args, pty=sys.stdout.isatty())
+
+
+@task(name="config")
+@clear_errors
+def config_(c):
+    """Validate federation.yaml and the Compose model; show the rendered files."""
+    fed = config.load()
+    changed = render.render_all(fed)
+    print(f"federation: domain {fed.domain}, organisations "
+          f"{', '.join(o.name for o in fed.organisations)}, users {', '.join(u.username for u in fed.users)}")
+    if changed:
+        print(f"rendered {', '.join(changed)} into {paths.BUILD_DIR}")
+    compose.run(c, "config", "--quiet")
+    print("compose model: valid")
