@@ -1,0 +1,83 @@
+"""Tasks build the right command lines (invoke's MockContext; nothing runs)."""
+import pytest
+from invoke import Context, Exit, MockContext, Result
+
+from fedops import compose, paths
+from fedops.tasks import stack as stack_tasks
+
+
+def test_compose_argv_names_project_files_and_profiles():
+    argv = compose.argv(["gpu"])
+    assert argv[:2] == ["docker", "compose"]
+    assert argv[argv.index("-p") + 1] == compose.project_name() == "flfed"
+    files = [argv[i + 1] for i, a in enumerate(argv) if a == "-f"]
+    assert files[0] == str(paths.ROOT / "docker-compose.yml")
+    assert files[-1] == str(paths.ROOT / "compose.gpu.yml")
+    assert argv[-2:] == ["--profile", "gpu"]
+    assert "--profile" not in compose.argv([])
+
+
+def test_settings_environment_overrides_env_file(monkeypatch):
+    monkeypatch.setenv("FL_POSTGRES_PORT", "15432")
+    assert compose.settings()["FL_POSTGRES_PORT"] == "15432"
+    assert compose.settings()["FL_BIND_ADDRESS"] == "127.0.0.1"
+
+
+def test_down_keeps_volumes_by_default(capsys):
+    c = MockContext(run=Result(""), repeat=True)
+    stack_tasks.down(c)
+    out = capsys.readouterr().out
+    assert " down --remove-orphans" in out and "--volumes" not in out
+
+
+def test_down_volumes_with_yes_wipes(capsys):
+    c = MockContext(run=Result(""), repeat=True)
+    stack_tasks.down(c, volumes=True, yes=True)
+    assert "down --remove-orphans --volumes" in capsys.readouterr().out
+
+
+def test_down_volumes_without_a_terminal_refuses(monkeypatch):
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    c = MockContext(run=Result(""), repeat=True)
+    with pytest.raises(Exit, match="needs a confirmation"):
+        stack_tasks.down(c, volumes=True)
+
+
+def test_exec_or_run_chooses_by_state(capsys):
+    c = MockContext(run=Result(""), repeat=True)
+    compose.exec_or_run(c, "superlink", "flwr ls", running=True)
+    compose.exec_or_run(c, "superlink", "flwr ls", running=False)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("exec -T superlink flwr ls")
+    assert out[1].endswith("run --rm --no-deps superlink flwr ls")
+
+
+def test_port_in_use_says_which_setting_to_change():
+    import socket
+    from fedops import preflight
+    from fedops.errors import FedopsError
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert not preflight.port_free("127.0.0.1", port)
+        with pytest.raises(FedopsError, match="FL_POSTGRES_PORT=<port> in .env.local"):
+            preflight.ports([("127.0.0.1", port, "FL_POSTGRES_PORT")], ours=set())
+        preflight.ports([("127.0.0.1", port, "FL_POSTGRES_PORT")], ours={port})   # ours: fine
+
+
+def test_every_task_has_help():
+    import tasks
+    from invoke import Collection
+
+    def walk(coll):
+        for t in coll.tasks.values():
+            yield t
+        for sub in coll.collections.values():
+            yield from walk(sub)
+
+    for t in walk(tasks.ns):
+        assert t.__doc__ and t.__doc__.strip(), f"task {t.name} has no docstring"
+        params = [a for a in t.get_arguments() if a.name not in ("c",)]
+        for arg in params:
+            assert arg.help, f"task {t.name}: option --{arg.name} has no help"
