@@ -29,10 +29,17 @@ def env_file_values(path: Path) -> dict[str, str]:
 
 def settings() -> dict[str, str]:
     """.env, then .env.local, then the process environment (highest)."""
-    merged = env_file_values(paths.ROOT / ".env")
-    merged.update(env_file_values(paths.ROOT / ".env.local"))
+    merged = {}
+    for env in env_files():
+        merged.update(env_file_values(env))
     merged.update({k: v for k, v in os.environ.items() if k.startswith(("FL_", "COMPOSE_", "IMAGE_"))})
     return merged
+
+
+def env_files() -> list[Path]:
+    """.env (committed defaults), build/federation.env (from federation.yaml), .env.local."""
+    candidates = [paths.ROOT / ".env", paths.BUILD_DIR / "federation.env", paths.ROOT / ".env.local"]
+    return [p for p in candidates if p.exists()]
 
 
 def project_name() -> str:
@@ -51,9 +58,8 @@ def files(profiles: Iterable[str] = ()) -> list[Path]:
 def argv(profiles: Iterable[str] = ()) -> list[str]:
     profiles = list(profiles)
     cmd = ["docker", "compose", "--project-directory", str(paths.ROOT), "-p", project_name()]
-    for env in (paths.ROOT / ".env", paths.ROOT / ".env.local"):
-        if env.exists():
-            cmd += ["--env-file", str(env)]
+    for env in env_files():
+        cmd += ["--env-file", str(env)]
     for f in files(profiles):
         cmd += ["-f", str(f)]
     for p in profiles:

@@ -30,8 +30,16 @@ def organisations_overlay(fed: Federation, template: Path = ORGS_TEMPLATE) -> st
         fed=fed, organisations=fed.organisations, num_partitions=len(fed.organisations))
 
 
+def compose_env(fed: Federation) -> str:
+    """Compose variables that come from federation.yaml (the domain names network aliases)."""
+    return (f"# Rendered from federation.yaml by the tasks; do not edit.\n"
+            f"FL_DOMAIN={fed.domain}\nFL_NUM_PARTITIONS={len(fed.organisations)}\n")
+
+
 def render_all(fed: Federation, build: Path = paths.BUILD_DIR) -> list[str]:
     changed = []
+    if write_if_changed(build / "federation.env", compose_env(fed)):
+        changed.append("federation.env")
     if write_if_changed(build / "federation.json", federation_json(fed)):
         changed.append("federation.json")
     if ORGS_TEMPLATE.exists() and write_if_changed(build / "compose.organisations.yml",

@@ -59,7 +59,7 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   suite="${BASE_IMAGE#debian:}"; suite="${suite%-slim}"
   debootstrap --variant=minbase "$suite" "$root" >/tmp/debootstrap.log 2>&1 \
     || { say "debootstrap failed; see /tmp/debootstrap.log"; exit 1; }
-  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin
   tar -C "$root" -c . | docker import -c 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
   rm -rf "$root"
 fi
