@@ -151,6 +151,15 @@ class PKI:
     def gen_crl(self) -> None:
         self.easyrsa("gen-crl")
 
+    def ensure_crl_fresh(self) -> bool:
+        """An expired CRL makes the edge refuse every organisation: renew it well before."""
+        if self.crl.exists():
+            crl = x509.load_pem_x509_crl(self.crl.read_bytes())
+            if crl.next_update_utc - now() > RENEW_BEFORE:
+                return False
+        self.gen_crl()
+        return True
+
     def ensure(self, name: str, sans: list[str], kind: str = "server", org: str | None = None) -> str:
         """Issue `name` unless a valid certificate with exactly these SANs exists.
 

@@ -58,6 +58,8 @@ def prepare(fed: config.Federation | None = None) -> config.Federation:
     ca = pki.PKI(fed, runner=pki.default_runner(compose_argv=compose.argv(["tools"])))
     step("certificate authority (./ca/pki)")
     print("    created a new CA" if ca.init() else "    CA present, kept")
+    if ca.ensure_crl_fresh():
+        print("    CRL renewed")
     results = issue_all(fed, ca)
     changed = {k: v for k, v in results.items() if v != "kept"}
     print(f"    certificates: {len(results)} ({', '.join(f'{k} {v}' for k, v in changed.items()) or 'all kept'})")

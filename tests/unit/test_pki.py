@@ -144,3 +144,14 @@ def test_certificate_from_another_ca_does_not_verify(ca, tmp_path, fed_module):
     other.ensure("postgres", ["DNS:postgres"])
     assert openssl_verify(ca, other.cert("postgres")).returncode != 0
     assert not pki.verifies(pki.load_cert(other.cert("postgres")), pki.load_cert(ca.ca_cert))
+
+
+def test_a_crl_close_to_its_next_update_is_renewed(ca):
+    assert ca.ensure_crl_fresh() is False            # fresh: kept
+    before = ca.crl.read_bytes()
+    import datetime as dt
+    from unittest import mock
+    later = pki.now() + dt.timedelta(days=ca.fed.ca.crl_days - 10)
+    with mock.patch.object(pki, "now", return_value=later):
+        assert ca.ensure_crl_fresh() is True
+    assert ca.crl.read_bytes() != before

@@ -1,0 +1,73 @@
+"""services/nginx: the rendered edge configuration (no Docker; the stack tests run it)."""
+import importlib.util
+import re
+
+import pytest
+
+from fedops import paths
+
+SERVICE = paths.SERVICES_DIR / "nginx"
+
+
+@pytest.fixture(scope="module")
+def edge():
+    spec = importlib.util.spec_from_file_location("edge_entry", SERVICE / "entrypoint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def conf(edge):
+    return edge.render({"domain": "fl.localhost"})
+
+
+def server_block(conf: str, name: str) -> str:
+    """The text of the server block whose server_name is exactly `name`."""
+    start = conf.index(f"server_name {name};")
+    return conf[start:conf.find("\n    server {", start) if "\n    server {" in conf[start:] else len(conf)]
+
+
+def test_only_tls_12_and_13(conf):
+    protocols = set(re.findall(r"^\s*ssl_protocols ([^;]+);", conf, re.M))
+    assert protocols == {"TLSv1.2 TLSv1.3"}
+
+
+def test_mozilla_intermediate_ciphers_only(conf):
+    ciphers = re.search(r"^\s*ssl_ciphers ([^;]+);", conf, re.M).group(1).split(":")
+    assert ciphers and all(c.startswith("ECDHE-") and ("GCM" in c or "CHACHA20" in c) for c in ciphers)
+
+
+def test_hsts_and_security_headers(conf):
+    assert "Strict-Transport-Security" in conf and "max-age=63072000" in conf
+    assert "X-Content-Type-Options" in conf and "server_tokens off" in conf
+
+
+def test_fleet_requires_an_organisation_certificate_and_checks_the_crl(conf):
+    fleet = server_block(conf, "fleet.fl.localhost")
+    assert "ssl_verify_client on;" in fleet
+    assert "ssl_crl /etc/fl/tls/crl.pem;" in fleet
+    assert "client_max_body_size" in fleet and "proxy_buffering off" in fleet
+
+
+def test_unknown_names_get_nothing(conf):
+    assert "ssl_reject_handshake on;" in conf
+    assert "return 444;" in conf
+
+
+def test_secrets_are_never_logged(conf):
+    formats = re.findall(r"log_format[^;]+;", conf, re.S)
+    assert formats
+    for fmt in formats:
+        assert "flwr" not in fmt.lower() and "authorization" not in fmt.lower()
+    assert "$ssl_client_verify" in formats[0] and "$ssl_client_s_dn" in formats[0]
+
+
+def test_every_public_hostname_has_a_server(edge, conf):
+    for name in edge.hostnames("fl.localhost"):
+        assert f"server_name {name};" in conf
+
+
+def test_a_bad_domain_is_refused(edge):
+    with pytest.raises(Exception):
+        edge.render({"domain": "evil;include /etc/passwd"})
