@@ -56,5 +56,5 @@ def build(c, services: list[str] | None = None, profiles=(), no_cache: bool = Fa
             raise FedopsError(f"building {name} failed:\n{tail}",
                               "behind a TLS-intercepting proxy set FL_BUILD_EXTRA_CA (README: Behind a proxy); "
                               f"full log: `invoke images.build --service {name}`")
-        cached = result.stderr.count("CACHED")
+        cached = (result.stdout + result.stderr).count("CACHED")
         print(f"          done in {time.time() - t0:.0f}s ({cached} cached steps)", flush=True)

@@ -16,7 +16,7 @@ def test(c, unit=False, stack=False, k="", x=False):
     """Run the whole test suite: unit tests, then the stack brought up and tested from outside."""
     args = [sys.executable, "-m", "pytest"]
     if unit and not stack:
-        args.append("tests/unit")
+        args += ["tests/unit", "services"]
     elif stack and not unit:
         args.append("tests/stack")
     if k:
