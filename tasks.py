@@ -2,7 +2,7 @@
 `invoke --help TASK` its options. The work lives in fedops/ (plain, tested Python)."""
 from invoke import Collection
 
-from fedops.tasks import ca, dev, hosts, images, secrets, stack
+from fedops.tasks import ca, dev, fl, hosts, images, secrets, stack
 
 ns = Collection()
 # The most used, at the top: invoke up / down / status / logs / test
@@ -11,3 +11,4 @@ for t in (stack.up, stack.down, stack.status_, stack.logs, stack.config_, dev.te
 ns.add_collection(Collection.from_module(ca, name="ca"))
 ns.add_collection(Collection.from_module(secrets, name="secrets"))
 ns.add_collection(Collection.from_module(images, name="images"))
+ns.add_collection(Collection.from_module(fl, name="fl"))

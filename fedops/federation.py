@@ -1,7 +1,174 @@
-"""Flower federation operations: SuperNode key registration, runs, status."""
+"""Flower federation operations: SuperNode key registration, runs and status.
+
+Administration runs the flwr CLI inside the SuperLink's container, against its Control
+API on 127.0.0.1 over TLS (verified against the project CA): inside the trust boundary,
+never through the public edge. Researchers use the edge with single sign-on instead
+(`invoke fl.connection`, then `flwr login`).
+"""
 from __future__ import annotations
 
+import json
+import re
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
 
-def register_all(c, fed) -> None:
+from . import compose, paths, secrets
+from .config import Federation
+from .errors import FedopsError
+
+ADMIN_HOME = "/tmp/flwr-admin"
+ADMIN_CONNECTION = "admin"
+APPS_IN_CONTAINER = "/apps"
+
+# Written before every admin command: the CLI reads its connections from FLWR_HOME.
+ADMIN_CONFIG = f"""[superlink]
+default = "{ADMIN_CONNECTION}"
+
+[superlink.{ADMIN_CONNECTION}]
+address = "127.0.0.1:8000"
+root-certificates = "/etc/fl/tls/ca.crt"
+"""
+
+
+def admin_argv(flwr_args: list[str]) -> list[str]:
+    """`docker compose exec superlink` running one flwr CLI command as the admin."""
+    script = (f"mkdir -p {ADMIN_HOME} && cat > {ADMIN_HOME}/config.toml <<'EOF'\n{ADMIN_CONFIG}EOF\n"
+              f"exec flwr {shlex.join(flwr_args)}")
+    return [*compose.argv(), "exec", "-T", "-e", f"FLWR_HOME={ADMIN_HOME}", "superlink", "sh", "-c", script]
+
+
+def admin(flwr_args: list[str], stdin: str | None = None, check: bool = True,
+          timeout: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run(admin_argv(flwr_args), input=stdin, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise FedopsError(f"flwr {' '.join(flwr_args[:2])} failed: {(proc.stderr or proc.stdout).strip()[-800:]}",
+                          "is the SuperLink up? `invoke status`, `invoke logs --service superlink`")
+    return proc
+
+
+def parse_json(text: str) -> dict:
+    """The CLI prints JSON (possibly after other lines): take the last JSON object."""
+    start = text.find("{")
+    if start < 0:
+        raise FedopsError(f"flwr printed no JSON: {text.strip()[-300:]}", "see `invoke logs --service superlink`")
+    return json.loads(text[start:])
+
+
+# ---------------------------------------------------------------- SuperNodes
+def register(org_name: str) -> str:
+    """Register an organisation's SuperNode public key; returns "registered" or "already"."""
+    pub = (paths.SECRETS_DIR / secrets.SUPERNODE_KEYS / f"{org_name}.pub").read_text()
+    key_in_ctr = f"/tmp/{org_name}.pub"
+    script_args = ["supernode", "register", key_in_ctr, "--name", org_name, "--format", "json"]
+    argv = admin_argv(script_args)
+    # put the public key into the container first (stdin), then register it
+    argv[-1] = f"cat > {key_in_ctr} && " + argv[-1]
+    proc = subprocess.run(argv, input=pub, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    if "already in use" in out:
+        return "already"
+    try:
+        data = parse_json(proc.stdout)
+    except (FedopsError, json.JSONDecodeError):
+        data = {}
+    if proc.returncode != 0 or not data.get("success", False):
+        raise FedopsError(f"registering {org_name}'s SuperNode failed: {out.strip()[-600:]}",
+                          "check `invoke logs --service superlink`")
+    return "registered"
+
+
+def register_all(c, fed: Federation) -> None:
     """Register every organisation's SuperNode key with the SuperLink (idempotent)."""
-    return None
+    results = {org.name: register(org.name) for org in fed.organisations}
+    print("    SuperNode keys: " + ", ".join(f"{k} {v}" for k, v in results.items()), flush=True)
+
+
+@dataclass
+class Node:
+    node_id: str
+    status: str
+    online_at: str
+
+
+def nodes() -> list[Node]:
+    data = parse_json(admin(["supernode", "list", "--format", "json"]).stdout)
+    return [Node(n["node-id"], n["status"], n.get("online-at") or "") for n in data.get("nodes", [])]
+
+
+# ---------------------------------------------------------------- runs
+def runs() -> list[dict]:
+    data = parse_json(admin(["ls", "--format", "json"]).stdout)
+    return data.get("runs", [])
+
+
+def run_status(run_id: str) -> dict:
+    data = parse_json(admin(["ls", "--run-id", run_id, "--format", "json"]).stdout)
+    found = data.get("runs", [])
+    if not found:
+        raise FedopsError(f"run {run_id} is unknown to the SuperLink", "`invoke fl.status` lists the runs")
+    return found[0]
+
+
+ROUND_RE = re.compile(r"\[ROUND (\d+)")
+METRIC_RE = re.compile(r"(accuracy|loss)['\"]?\s*[:=]\s*([0-9.]+(?:e-?\d+)?)", re.I)
+
+
+def submit(app: str, rounds: int) -> str:
+    """Start a run of the app (a folder under ./apps); returns the run id."""
+    args = ["run", f"{APPS_IN_CONTAINER}/{app}", ADMIN_CONNECTION, "--format", "json",
+            "--run-config", f"num-server-rounds={rounds}"]
+    data = parse_json(admin(args, timeout=300).stdout)
+    if not data.get("success") or not data.get("run-id"):
+        raise FedopsError(f"the SuperLink did not start the run: {data}", "see `invoke logs --service superlink`")
+    return data["run-id"]
+
+
+def follow(run_id: str, on_line=print, timeout: float = 1800) -> dict:
+    """Stream the run's log until it finishes; return its final status row."""
+    argv = admin_argv(["log", run_id, ADMIN_CONNECTION, "--stream"])
+    start = time.time()
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        try:
+            for line in proc.stdout:
+                on_line(line.rstrip("\n"))
+                if time.time() - start > timeout:
+                    break
+        finally:
+            proc.kill()
+    # `flwr log --stream` ends with the run; its status is the truth (`flwr run` exits 0
+    # even for failed runs).
+    deadline = time.time() + 60
+    while True:
+        row = run_status(run_id)
+        if row["status"].startswith("finished") or time.time() > deadline:
+            return row
+        time.sleep(2)
+
+
+# ---------------------------------------------------------------- researchers' connection
+def connection_toml(name: str, fed: Federation, ca_path: str) -> str:
+    return (f'[superlink.{name}]\naddress = "{fed.hostname("control")}:443"\n'
+            f'root-certificates = "{ca_path}"\n')
+
+
+def write_connection(home, name: str, fed: Federation):
+    """Add or replace [superlink.NAME] in HOME/config.toml, keeping everything else."""
+    import tomllib
+    from pathlib import Path
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "config.toml"
+    text = path.read_text() if path.exists() else ""
+    if text:
+        tomllib.loads(text)   # refuse to edit a file we cannot read
+    # drop an earlier [superlink.NAME] table (up to the next table header)
+    text = re.sub(rf"(?ms)^\[superlink\.{re.escape(name)}\]\n.*?(?=^\[|\Z)", "", text)
+    if "[superlink]" not in text:
+        text = f'[superlink]\ndefault = "{name}"\n\n' + text
+    text = text.rstrip() + "\n\n" + connection_toml(name, fed, str(paths.PKI_DIR / "ca.crt"))
+    path.write_text(text)
+    tomllib.loads(text)
+    return path

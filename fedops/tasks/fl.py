@@ -1,0 +1,84 @@
+"""The Flower federation: SuperNodes, runs, the researchers' connection."""
+from pathlib import Path
+
+from invoke import Exit, task
+
+from .. import config, federation, paths
+from . import clear_errors
+
+
+@task(help={"rounds": "number of federated rounds (default 3)",
+            "app": "the Flower app: a folder under ./apps (default digits)",
+            "quiet": "show only the per-round metrics, not the whole log"})
+@clear_errors
+def run(c, rounds=3, app="digits", quiet=False):
+    """Run a Flower app on the federation, showing progress and per-round metrics; exits
+    non-zero when the run fails."""
+    if not (paths.ROOT / "apps" / app / "pyproject.toml").exists():
+        raise federation.FedopsError(f"no Flower app in apps/{app}",
+                                     f"choose one of: {', '.join(p.parent.name for p in (paths.ROOT / 'apps').glob('*/pyproject.toml'))}")
+    run_id = federation.submit(app, rounds)
+    print(f"run {run_id} started: {app}, {rounds} round(s)", flush=True)
+    metrics = {}
+
+    def show(line):
+        found = federation.METRIC_RE.findall(line)
+        rnd = federation.ROUND_RE.search(line)
+        if rnd:
+            show.round = int(rnd.group(1))
+        if found and getattr(show, "round", None):
+            metrics.setdefault(show.round, {}).update({k.lower(): float(v) for k, v in found})
+        if not quiet or rnd or found:
+            print(f"  | {line}", flush=True)
+
+    row = federation.follow(run_id, show)
+    if metrics:
+        print("\nround  " + "  ".join(f"{k:>10}" for k in sorted({k for m in metrics.values() for k in m})))
+        keys = sorted({k for m in metrics.values() for k in m})
+        for rnd in sorted(metrics):
+            print(f"{rnd:5}  " + "  ".join(f"{metrics[rnd].get(k, float('nan')):10.4f}" for k in keys))
+    print(f"\nrun {run_id}: {row['status']} ({row.get('elapsed', '')})")
+    if row["status"] != "finished:completed":
+        raise Exit(f"run {run_id} did not complete: {row['status']} {row.get('status-details', '')}\n"
+                   f"  -> see `invoke fl.log {run_id}` and `invoke logs --service superlink`", code=1)
+
+
+@task(help={"run_id": "the run's id (see invoke fl.status)"})
+@clear_errors
+def log(c, run_id):
+    """Show a run's log."""
+    print(federation.admin(["log", run_id, federation.ADMIN_CONNECTION], timeout=60).stdout)
+
+
+@task(name="status")
+@clear_errors
+def status_(c):
+    """List the SuperNodes (online or not) and the recent runs."""
+    nodes = federation.nodes()
+    print(f"SuperNodes: {len(nodes)}")
+    for n in nodes:
+        print(f"  {n.node_id:>22}  {n.status:12} {n.online_at}")
+    runs = federation.runs()
+    print(f"Runs: {len(runs)} (latest 10)")
+    for r in sorted(runs, key=lambda r: r.get("pending-at") or "")[-10:]:
+        print(f"  {r['run-id']:>22}  {r['fab-name']:10} {r['status']:22} {r.get('elapsed', '')}")
+
+
+@task
+@clear_errors
+def register(c):
+    """Register every organisation's SuperNode key with the SuperLink (idempotent)."""
+    federation.register_all(c, config.load())
+
+
+@task(help={"name": "the connection's name in the flwr config (default fl)",
+            "flwr_home": "the flwr CLI's home folder (default ~/.flwr or $FLWR_HOME)"})
+@clear_errors
+def connection(c, name="fl", flwr_home=""):
+    """Write the researchers' connection (control.<domain> with the project CA) into the
+    flwr CLI's config.toml, for `flwr login NAME` and `flwr run APP NAME`."""
+    import os
+    fed = config.load()
+    home = Path(flwr_home or os.environ.get("FLWR_HOME") or Path.home() / ".flwr")
+    path = federation.write_connection(home, name, fed)
+    print(f"wrote connection '{name}' to {path}\nnext: flwr login {name}")

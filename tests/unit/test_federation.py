@@ -1,0 +1,35 @@
+import tomllib
+
+from fedops import federation
+
+
+def test_connection_is_written_and_replaced_keeping_other_connections(fed, tmp_path):
+    (tmp_path / "config.toml").write_text(
+        '[superlink]\ndefault = "local"\n\n[superlink.local]\noptions.num-supernodes = 10\n')
+    federation.write_connection(tmp_path, "fl", fed)
+    federation.write_connection(tmp_path, "fl", fed)          # twice: replaced, not duplicated
+    data = tomllib.loads((tmp_path / "config.toml").read_text())
+    assert data["superlink"]["default"] == "local"            # the user's default is kept
+    assert data["superlink"]["local"]["options"]["num-supernodes"] == 10
+    assert data["superlink"]["fl"]["address"] == "control.fl.localhost:443"
+    assert data["superlink"]["fl"]["root-certificates"].endswith("ca/pki/ca.crt")
+    assert "insecure" not in data["superlink"]["fl"]
+
+
+def test_a_new_config_makes_the_connection_the_default(fed, tmp_path):
+    federation.write_connection(tmp_path, "fl", fed)
+    assert tomllib.loads((tmp_path / "config.toml").read_text())["superlink"]["default"] == "fl"
+
+
+def test_admin_commands_run_inside_the_superlink_over_tls():
+    argv = federation.admin_argv(["ls", "--format", "json"])
+    assert argv[argv.index("exec"):argv.index("exec") + 2] == ["exec", "-T"]
+    assert "superlink" in argv
+    script = argv[-1]
+    assert 'address = "127.0.0.1:8000"' in script and "root-certificates" in script
+    assert "insecure" not in script
+    assert script.endswith("exec flwr ls --format json")
+
+
+def test_json_after_other_output_is_found():
+    assert federation.parse_json('warning: x\n{"success": true, "runs": []}') == {"success": True, "runs": []}
