@@ -32,8 +32,10 @@ class Runner:
     argv: list[str]                # the easyrsa command (maybe wrapped in docker compose run)
     pki: str
     where: str                     # "host" or "container", for messages
+    ext_dir: str = str(paths.CA_DIR / "x509-types")   # the project's certificate profiles
 
     def __call__(self, args: Sequence[str], env: dict[str, str]) -> str:
+        env = {**env, "EASYRSA_EXT_DIR": self.ext_dir}
         if self.where == "container":
             envargs = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
             cmd = self.argv[:-1] + envargs + self.argv[-1:] + [f"--pki-dir={self.pki}", *args]
@@ -67,7 +69,7 @@ def default_runner(pki_dir: Path = paths.PKI_DIR, compose_argv: list[str] | None
                           "the ca-tools container (needs Docker)")
     uid = f"{os.getuid()}:{os.getgid()}"
     return Runner([*compose_argv, "run", "--rm", "--no-deps", "-u", uid, "ca-tools", "easyrsa"],
-                  "/ca/pki", "container")
+                  "/ca/pki", "container", ext_dir="/ca/x509-types")
 
 
 class PKI:
@@ -298,12 +300,14 @@ def common_name(cert: x509.Certificate) -> str:
 Chown = Callable[[Path, int], None]
 
 
-def deploy(pki: PKI, name: str, dest: Path, uid: int, chown: Chown | None = None) -> None:
+def deploy(pki: PKI, name: str, dest: Path, uid: int, chown: Chown | None = None) -> bool:
     """Copy a certificate, its key, the CA certificate and the CRL into dest.
 
     The folder is mounted read-only at /etc/fl/tls; the key is readable only by the
-    service's user (uid, mode 0400).
+    service's user (uid, mode 0400). Files are replaced by rename (a running container
+    sees the new ones). Returns True when anything changed.
     """
+    changed = False
     pki.require()
     for src in (pki.cert(name), pki.key(name)):
         if not src.exists():
@@ -325,7 +329,9 @@ def deploy(pki: PKI, name: str, dest: Path, uid: int, chown: Chown | None = None
         tmp.write_bytes(data)
         os.chmod(tmp, 0o400 if target == "tls.key" else 0o444)
         os.replace(tmp, out)
+        changed = True
     (chown or ownership.give)(dest / "tls.key", uid)
+    return changed
 
 
 def refresh_crl(pki: PKI, deploy_dir: Path = paths.DEPLOY_DIR) -> list[Path]:

@@ -29,16 +29,20 @@ def issue_all(fed: config.Federation, ca: pki.PKI) -> dict[str, str]:
     return results
 
 
-def deploy_all(fed: config.Federation, ca: pki.PKI) -> None:
+def deploy_all(fed: config.Federation, ca: pki.PKI) -> list[str]:
+    """Deploy every certificate; returns the names whose files changed."""
     paths.DEPLOY_DIR.mkdir(parents=True, exist_ok=True)
     os.chmod(paths.DEPLOY_DIR, 0o700)
     revoked = ca.revoked_names()
     targets = [(s.name, s.uid) for s in services.SERVICES] + \
               [(o.cert_name, services.SITEPROXY_UID) for o in fed.organisations]
+    changed = []
     for name, uid in targets:
         if name not in revoked:   # a revoked site keeps its (refused) old certificate
-            pki.deploy(ca, name, paths.DEPLOY_DIR / name, uid)
+            if pki.deploy(ca, name, paths.DEPLOY_DIR / name, uid):
+                changed.append(name)
     pki.refresh_crl(ca)
+    return changed
 
 
 def give_supernode_keys(fed: config.Federation) -> None:
@@ -48,8 +52,9 @@ def give_supernode_keys(fed: config.Federation) -> None:
         ownership.give(folder / f"{org.name}.key", services.SUPERNODE_UID)
 
 
-def prepare(fed: config.Federation | None = None) -> config.Federation:
-    """Config, secrets, CA, certificates and rendered files: everything before images."""
+def prepare(fed: config.Federation | None = None) -> tuple[config.Federation, list[str]]:
+    """Config, secrets, CA, certificates and rendered files: everything before images.
+    Returns the configuration and the services whose certificates changed."""
     fed = fed or config.load()
     step("secrets (./secrets)")
     created = [k for k, v in secrets.generate(fed).items() if v != "kept"]
@@ -63,11 +68,17 @@ def prepare(fed: config.Federation | None = None) -> config.Federation:
     results = issue_all(fed, ca)
     changed = {k: v for k, v in results.items() if v != "kept"}
     print(f"    certificates: {len(results)} ({', '.join(f'{k} {v}' for k, v in changed.items()) or 'all kept'})")
-    deploy_all(fed, ca)
+    deployed = deploy_all(fed, ca)
     changed_files = render.render_all(fed)
     if changed_files:
         print(f"    rendered: {', '.join(changed_files)}")
-    return fed
+    restart = []
+    for name in deployed:
+        if name.startswith("org-"):
+            restart.append(f"siteproxy-{name[4:]}")
+        else:
+            restart.append(name)
+    return fed, restart
 
 
 # ---------------------------------------------------------------- compose state
@@ -184,7 +195,10 @@ def wait_healthy(names: list[str], timeout: float = 600) -> None:
         time.sleep(2)
 
 
-def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks=None) -> None:
+def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks=None,
+       restart: list[str] = ()) -> None:
+    """Start every phase in order; services in `restart` (new certificates) that are
+    already running are restarted so that they load them."""
     preflight.docker_engine()
     preflight.ports(published_ports(profiles), held_ports())
     defined = set(defined_services(profiles))
@@ -200,6 +214,11 @@ def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks=None) -
             hooks[phase](c, fed)
         step(f"phase {phase}: {', '.join(names)}")
         t0 = time.time()
+        running = {s.service for s in ps() if s.state == "running"}
+        stale = [n for n in names if n in restart and n in running]
+        if stale:
+            print(f"    new certificates: restarting {', '.join(stale)}", flush=True)
+            compose.run(c, "restart", *stale, profiles=profiles, hide="out")
         compose.run(c, "up", "-d", "--no-build", "--remove-orphans", *names, profiles=profiles,
                     hide="out")
         wait_healthy(names)

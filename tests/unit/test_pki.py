@@ -155,3 +155,17 @@ def test_a_crl_close_to_its_next_update_is_renewed(ca):
     with mock.patch.object(pki, "now", return_value=later):
         assert ca.ensure_crl_fresh() is True
     assert ca.crl.read_bytes() != before
+
+
+def test_certificates_pass_strict_x509_verification(ca):
+    """Python 3.13 clients (flwr in the containers) verify with VERIFY_X509_STRICT:
+    the CA's basicConstraints must be critical, key identifiers present."""
+    ca_cert = pki.load_cert(ca.ca_cert)
+    assert ca_cert.extensions.get_extension_for_oid(ExtensionOID.BASIC_CONSTRAINTS).critical
+    assert ca_cert.extensions.get_extension_for_oid(ExtensionOID.KEY_USAGE).critical
+    for name in ("nginx", "org-alpha"):
+        result = openssl_verify(ca, ca.cert(name), "-x509_strict")
+        assert result.returncode == 0, result.stdout + result.stderr
+        leaf = pki.load_cert(ca.cert(name))
+        leaf.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+        leaf.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_KEY_IDENTIFIER)
