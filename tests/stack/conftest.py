@@ -14,6 +14,13 @@ import pytest
 from fedops import compose, config, paths
 
 pytestmark = pytest.mark.stack
+LOOPBACK = Path(__file__).resolve().parent / "loopback"
+
+
+def loopback_env(fed: config.Federation) -> dict[str, str]:
+    """Environment for subprocesses (the flwr CLI) that must resolve the public names."""
+    return {**os.environ, "FL_TEST_DOMAIN": fed.domain,
+            "PYTHONPATH": os.pathsep.join([str(LOOPBACK), os.environ.get("PYTHONPATH", "")])}
 
 
 @dataclass
@@ -49,4 +56,9 @@ def stack() -> Stack:
     proc = subprocess.run([str(paths.ROOT / "invoke"), "up"], cwd=paths.ROOT)
     if proc.returncode != 0:
         pytest.fail("`./invoke up` failed: see its output above", pytrace=False)
-    return Stack(config.load(), paths.PKI_DIR / "ca.crt")
+    fed = config.load()
+    os.environ["FL_TEST_DOMAIN"] = fed.domain
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fl_loopback", LOOPBACK / "sitecustomize.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))   # this process too
+    return Stack(fed, paths.PKI_DIR / "ca.crt")

@@ -1,5 +1,6 @@
-"""Talking to the edge from outside as a client on this machine does: TLS to 127.0.0.1
-with the public hostname as SNI and Host, verified against the project CA."""
+"""Talking to the edge from outside as a client on this machine does: TLS with the
+public hostname (resolved to 127.0.0.1 by loopback/sitecustomize.py), verified against
+the project CA."""
 from __future__ import annotations
 
 import socket
@@ -14,22 +15,15 @@ def https_port() -> int:
     return int(compose.settings().get("FL_HTTPS_PORT", "443"))
 
 
-def client(stack, cert: tuple[str, str] | None = None, **kw) -> httpx.Client:
-    """An httpx client whose connections for *.<domain> go to 127.0.0.1."""
+def tls_context(stack, cert: tuple[str, str] | None = None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(stack.ca))
     if cert:
         ctx.load_cert_chain(*cert)
-    transport = httpx.HTTPTransport(verify=ctx, local_address=None)
-    port = https_port()
+    return ctx
 
-    class Loopback(httpx.HTTPTransport):
-        def handle_request(self, request):
-            request.extensions = {**request.extensions, "sni_hostname": request.url.host}
-            request.headers.setdefault("Host", request.url.host)
-            request.url = request.url.copy_with(host="127.0.0.1", port=port)
-            return transport.handle_request(request)
 
-    return httpx.Client(transport=Loopback(), timeout=30, **kw)
+def client(stack, cert: tuple[str, str] | None = None, **kw) -> httpx.Client:
+    return httpx.Client(verify=tls_context(stack, cert), timeout=30, **kw)
 
 
 def handshake(host: str, ctx: ssl.SSLContext, port: int | None = None) -> ssl.SSLSocket:
