@@ -2,7 +2,7 @@
 `invoke --help TASK` its options. The work lives in fedops/ (plain, tested Python)."""
 from invoke import Collection
 
-from fedops.tasks import ca, dev, fl, hosts, images, secrets, stack
+from fedops.tasks import ca, dev, fl, hosts, identity, images, secrets, stack
 
 ns = Collection()
 # The most used, at the top: invoke up / down / status / logs / test
@@ -12,3 +12,4 @@ ns.add_collection(Collection.from_module(ca, name="ca"))
 ns.add_collection(Collection.from_module(secrets, name="secrets"))
 ns.add_collection(Collection.from_module(images, name="images"))
 ns.add_collection(Collection.from_module(fl, name="fl"))
+ns.add_collection(Collection.from_module(identity, name="identity"))

@@ -1,15 +1,40 @@
 """Nothing is lost on `invoke down` + `invoke up` (runs last: it restarts the stack)."""
+import json
+
+import oidc
+from kcadmin import admin_client, user
 from test_postgres import connect
 
 
+def test_identity_export_writes_the_live_realm(stack, tmp_path):
+    out = tmp_path / "realm.json"
+    stack.invoke("identity.export", "--output", str(out))
+    realm = json.loads(out.read_text())
+    assert realm["realm"] == "flowerfl"
+    assert {u["username"] for u in realm["users"]} >= {u.username for u in stack.fed.users}
+    assert {"flwr-cli", "jupyterhub", "grafana", "ctlgate"} <= {c["clientId"] for c in realm["clients"]}
+
+
 def test_data_survives_down_and_up(stack):
+    # PostgreSQL: a row; Keycloak: a change made in Keycloak itself (must not be clobbered
+    # by the realm import on the next start).
     with connect(stack, "flower") as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS persistence_probe (id serial primary key, note text)")
         conn.execute("INSERT INTO persistence_probe (note) VALUES ('before restart')")
         count = conn.execute("SELECT count(*) FROM persistence_probe").fetchone()[0]
+    with admin_client(stack) as admin:
+        researcher = user(admin, "researcher")
+        researcher["lastName"] = "Changed-In-Keycloak"
+        assert admin.put(f"/users/{researcher['id']}", json=researcher).status_code == 204
+
     stack.invoke("down")
     assert stack.compose("ps", "-q").stdout.strip() == ""
     stack.invoke("up", "--no-build")
+
     with connect(stack, "flower") as conn:
-        after = conn.execute("SELECT count(*) FROM persistence_probe").fetchone()[0]
-    assert after == count
+        assert conn.execute("SELECT count(*) FROM persistence_probe").fetchone()[0] == count
+    with admin_client(stack) as admin:
+        assert user(admin, "researcher")["lastName"] == "Changed-In-Keycloak"
+    passwords = json.loads(stack.secret("keycloak_users"))
+    tokens = oidc.device_flow_tokens(stack, "researcher", passwords["researcher"])
+    assert tokens["access_token"]
