@@ -1,0 +1,1 @@
+"""digits: a Flower App for the platform's federation (scikit-learn's digits data)."""
