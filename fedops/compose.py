@@ -14,6 +14,9 @@ from . import paths
 
 ORGS_OVERLAY = paths.BUILD_DIR / "compose.organisations.yml"
 GPU_OVERLAY = paths.ROOT / "compose.gpu.yml"
+# Rendered per organisation (services/supernode/compose.gpu.yml.j2): the SuperNodes' GPU
+# image and reservation. Used, like GPU_OVERLAY, only with the gpu profile.
+GPU_SITES_OVERLAY = paths.BUILD_DIR / "compose.gpu-sites.yml"
 
 
 def env_file_values(path: Path) -> dict[str, str]:
@@ -52,6 +55,8 @@ def files(profiles: Iterable[str] = ()) -> list[Path]:
         out.append(ORGS_OVERLAY)
     if "gpu" in profiles:
         out.append(GPU_OVERLAY)
+        if GPU_SITES_OVERLAY.exists():
+            out.append(GPU_SITES_OVERLAY)
     return out
 
 

@@ -10,6 +10,8 @@ from . import paths
 from .config import Federation
 
 ORGS_TEMPLATE = paths.SERVICES_DIR / "supernode" / "compose.organisations.yml.j2"
+# The per-organisation half of the GPU profile (compose.gpu.yml holds the rest).
+GPU_SITES_TEMPLATE = paths.SERVICES_DIR / "supernode" / "compose.gpu.yml.j2"
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -30,6 +32,12 @@ def organisations_overlay(fed: Federation, template: Path = ORGS_TEMPLATE) -> st
         fed=fed, organisations=fed.organisations, num_partitions=len(fed.organisations))
 
 
+def gpu_sites_overlay(fed: Federation, template: Path = GPU_SITES_TEMPLATE) -> str:
+    """GPU image and reservation for every organisation's SuperNode (used only with the
+    gpu profile: fedops.compose.files)."""
+    return organisations_overlay(fed, template)
+
+
 def compose_env(fed: Federation) -> str:
     """Compose variables that come from federation.yaml (the domain names network aliases)."""
     return (f"# Rendered from federation.yaml by the tasks; do not edit.\n"
@@ -45,4 +53,7 @@ def render_all(fed: Federation, build: Path = paths.BUILD_DIR) -> list[str]:
     if ORGS_TEMPLATE.exists() and write_if_changed(build / "compose.organisations.yml",
                                                    organisations_overlay(fed)):
         changed.append("compose.organisations.yml")
+    if GPU_SITES_TEMPLATE.exists() and write_if_changed(build / "compose.gpu-sites.yml",
+                                                        gpu_sites_overlay(fed)):
+        changed.append("compose.gpu-sites.yml")
     return changed

@@ -12,7 +12,9 @@ def test_compose_argv_names_project_files_and_profiles():
     assert argv[argv.index("-p") + 1] == compose.project_name() == "flfed"
     files = [argv[i + 1] for i, a in enumerate(argv) if a == "-f"]
     assert files[0] == str(paths.ROOT / "docker-compose.yml")
-    assert files[-1] == str(paths.ROOT / "compose.gpu.yml")
+    # the GPU overlay, then (once rendered) its per-organisation half
+    gpu = files.index(str(paths.ROOT / "compose.gpu.yml"))
+    assert files[gpu + 1:] in ([], [str(compose.GPU_SITES_OVERLAY)])
     assert argv[-2:] == ["--profile", "gpu"]
     assert "--profile" not in compose.argv([])
 
