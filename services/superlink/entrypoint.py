@@ -220,7 +220,10 @@ def main(argv: list[str]) -> None:
     if mode == "healthcheck":
         sys.exit(healthcheck(env))
     if mode == "command":
-        print(shlex.join(build_command(env)))
+        try:
+            print(shlex.join(build_command(env)))
+        except ValueError as exc:
+            fail(str(exc))
         return
     if mode not in ("run", "check"):
         fail(f"unknown mode {mode!r} (run, check, command, healthcheck)")
