@@ -11,6 +11,7 @@ import json
 import re
 import shlex
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from .config import Federation
 from .errors import FedopsError
 
 ADMIN_HOME = "/tmp/flwr-admin"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 ADMIN_CONNECTION = "admin"
 APPS_IN_CONTAINER = "/apps"
 
@@ -61,23 +63,36 @@ def parse_json(text: str) -> dict:
 def register(org_name: str) -> str:
     """Register an organisation's SuperNode public key; returns "registered" or "already"."""
     pub = (paths.SECRETS_DIR / secrets.SUPERNODE_KEYS / f"{org_name}.pub").read_text()
-    key_in_ctr = f"/tmp/{org_name}.pub"
-    script_args = ["supernode", "register", key_in_ctr, "--name", org_name, "--format", "json"]
+    return register_key(pub, org_name)[0]
+
+
+def register_key(public_key: str, name: str) -> tuple[str, str | None]:
+    """Register a SuperNode public key (OpenSSH text) under a name; returns
+    ("registered", node id) or ("already", None) when the key is registered already."""
+    if not NAME_RE.match(name):
+        raise FedopsError(f"{name!r} is not a usable SuperNode name", "use letters, digits, '-' and '_'")
+    key_in_ctr = f"/tmp/{name}.pub"
+    script_args = ["supernode", "register", key_in_ctr, "--name", name, "--format", "json"]
     argv = admin_argv(script_args)
     # put the public key into the container first (stdin), then register it
     argv[-1] = f"cat > {key_in_ctr} && " + argv[-1]
-    proc = subprocess.run(argv, input=pub, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(argv, input=public_key, capture_output=True, text=True, timeout=120)
     out = proc.stdout + proc.stderr
     if "already in use" in out:
-        return "already"
+        return "already", None
     try:
         data = parse_json(proc.stdout)
     except (FedopsError, json.JSONDecodeError):
         data = {}
     if proc.returncode != 0 or not data.get("success", False):
-        raise FedopsError(f"registering {org_name}'s SuperNode failed: {out.strip()[-600:]}",
+        raise FedopsError(f"registering the SuperNode {name} failed: {out.strip()[-600:]}",
                           "check `invoke logs --service superlink`")
-    return "registered"
+    return "registered", (str(data["node-id"]) if data.get("node-id") is not None else None)
+
+
+def unregister(node_id: str) -> None:
+    """Unregister a SuperNode (by node id): its key can no longer connect."""
+    admin(["supernode", "unregister", str(node_id), ADMIN_CONNECTION, "--format", "json"])
 
 
 def register_all(c, fed: Federation) -> None:
@@ -91,11 +106,31 @@ class Node:
     node_id: str
     status: str
     online_at: str
+    name: str = ""      # the organisation it was registered for (`--name`)
+
+
+# `flwr supernode list` does not show the name given at registration; the SuperLink's
+# state has it. Read-only query of its SQLite file, inside its container.
+NODE_NAMES_PY = ("import json,sqlite3;"
+                 "c=sqlite3.connect('file:/data/state.db?mode=ro',uri=True);"
+                 "print(json.dumps({str(i % 2**64): n for i, n in c.execute('select node_id, name from node')}))")
+
+
+def node_names() -> dict[str, str]:
+    """node id (as the CLI prints it) -> registered name; {} when unreadable."""
+    proc = subprocess.run([*compose.argv(), "exec", "-T", "superlink", "python3", "-c", NODE_NAMES_PY],
+                          capture_output=True, text=True, timeout=60)
+    try:
+        return json.loads(proc.stdout) if proc.returncode == 0 else {}
+    except json.JSONDecodeError:
+        return {}
 
 
 def nodes() -> list[Node]:
     data = parse_json(admin(["supernode", "list", "--format", "json"]).stdout)
-    return [Node(n["node-id"], n["status"], n.get("online-at") or "") for n in data.get("nodes", [])]
+    names = node_names()
+    return [Node(n["node-id"], n["status"], n.get("online-at") or "", names.get(str(n["node-id"]), ""))
+            for n in data.get("nodes", [])]
 
 
 # ---------------------------------------------------------------- runs
@@ -116,41 +151,69 @@ ROUND_RE = re.compile(r"\[ROUND (\d+)")
 METRIC_RE = re.compile(r"(accuracy|loss)['\"]?\s*[:=]\s*([0-9.]+(?:e-?\d+)?)", re.I)
 
 
-def submit(app: str, rounds: int) -> str:
-    """Start a run of the app (a folder under ./apps); returns the run id."""
+def run_config(rounds: int, overrides: dict | None = None) -> str:
+    """The --run-config value: num-server-rounds plus overrides (values in TOML syntax:
+    strings quoted)."""
+    items = {"num-server-rounds": rounds, **(overrides or {})}
+    parts = []
+    for key, value in items.items():
+        if isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, str):
+            value = json.dumps(value)
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def submit(app: str, rounds: int, overrides: dict | None = None) -> str:
+    """Start a run of the app (a folder under ./apps); returns the run id. `overrides`
+    are more run-config values (e.g. {"min-nodes": 6})."""
     args = ["run", f"{APPS_IN_CONTAINER}/{app}", ADMIN_CONNECTION, "--format", "json",
-            "--run-config", f"num-server-rounds={rounds}"]
+            "--run-config", run_config(rounds, overrides)]
     data = parse_json(admin(args, timeout=300).stdout)
     if not data.get("success") or not data.get("run-id"):
         raise FedopsError(f"the SuperLink did not start the run: {data}", "see `invoke logs --service superlink`")
     return data["run-id"]
 
 
-def follow(run_id: str, on_line=print, timeout: float = 1800) -> dict:
-    """Stream the run's log until it finishes; return its final status row."""
-    argv = admin_argv(["log", run_id, ADMIN_CONNECTION, "--stream"])
-    start = time.time()
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+def stop(run_id: str) -> None:
+    """Ask the SuperLink to stop a run (no error when it has finished already)."""
+    admin(["stop", str(run_id), ADMIN_CONNECTION], check=False, timeout=60)
+
+
+def follow(run_id: str, on_line=print, timeout: float = 1800, *, log_argv: list[str] | None = None,
+           status=None, env: dict[str, str] | None = None) -> dict:
+    """Stream the run's log until it finishes (or `timeout` seconds pass); return its
+    final status row. `log_argv` (run with `env`) and `status` replace the admin's
+    `flwr log --stream` and `run_status` (e.g. for another SuperLink)."""
+    argv = log_argv or admin_argv(["log", run_id, ADMIN_CONNECTION, "--stream"])
+    status = status or run_status
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=env) as proc:
+        # a silent stream (a run waiting for nodes) must not outlive the timeout either
+        watchdog = threading.Timer(timeout, proc.kill)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             for line in proc.stdout:
                 on_line(line.rstrip("\n"))
-                if time.time() - start > timeout:
-                    break
         finally:
+            watchdog.cancel()
             proc.kill()
     # `flwr log --stream` ends with the run; its status is the truth (`flwr run` exits 0
     # even for failed runs).
     deadline = time.time() + 60
     while True:
-        row = run_status(run_id)
+        row = status(run_id)
         if row["status"].startswith("finished") or time.time() > deadline:
             return row
         time.sleep(2)
 
 
 # ---------------------------------------------------------------- researchers' connection
-def connection_toml(name: str, fed: Federation, ca_path: str) -> str:
-    return (f'[superlink.{name}]\naddress = "{fed.hostname("control")}:443"\n'
+def connection_toml(name: str, fed: Federation, ca_path: str, port: int | None = None) -> str:
+    port = port or int(compose.settings().get("FL_HTTPS_PORT", "443"))
+    return (f'[superlink.{name}]\naddress = "{fed.hostname("control")}:{port}"\n'
             f'root-certificates = "{ca_path}"\n')
 
 

@@ -284,6 +284,14 @@ def status(pki: PKI) -> tuple[list[CertStatus], dt.datetime | None]:
         rows.append(CertStatus(name, cert.subject.rfc4514_string(), cert_sans(cert),
                                cert.not_valid_after_utc, verifies(cert, ca), pki.is_revoked(cert),
                                describe_key(cert)))
+    # Revoked and not re-issued: easy-rsa moved it away; the copy still deployed (which
+    # the edge refuses) shows what was revoked.
+    for name in sorted(pki.revoked_names() - set(pki.issued())):
+        deployed = pki.dir.parent / "deploy" / name / "tls.crt"
+        if deployed.exists():
+            cert = load_cert(deployed)
+            rows.append(CertStatus(name, cert.subject.rfc4514_string(), cert_sans(cert),
+                                   cert.not_valid_after_utc, verifies(cert, ca), True, describe_key(cert)))
     next_update = None
     if pki.crl.exists():
         crl = x509.load_pem_x509_crl(pki.crl.read_bytes())

@@ -158,7 +158,7 @@ def phases(fed: config.Federation) -> list[tuple[str, list[str]]]:
         ("3.3 edge", ["ctlgate", "nginx"]),
         ("4.1 SuperLink", ["superlink"]),
         ("4.2 SuperNodes", sites),
-        ("5 user interface and monitoring", ["jupyterhub", "prometheus", "grafana", "node-exporter"]),
+        ("5 user interface and monitoring", ["jupyterhub", "prometheus", "grafana", "node-exporter", "dcgm"]),
     ]
 
 
@@ -195,6 +195,12 @@ def wait_healthy(names: list[str], timeout: float = 600) -> None:
         time.sleep(2)
 
 
+# NGINX-based services load new certificates with a graceful reload: open connections
+# finish, SuperNodes behind a site proxy stay in their namespace.
+RELOADABLE = {"nginx"}
+RELOAD_COMMAND = ("python3", "/usr/local/bin/entrypoint.py", "reload")
+
+
 def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks=None,
        restart: list[str] = ()) -> None:
     """Start every phase in order; services in `restart` (new certificates) that are
@@ -216,9 +222,22 @@ def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks=None,
         t0 = time.time()
         running = {s.service for s in ps() if s.state == "running"}
         stale = [n for n in names if n in restart and n in running]
-        if stale:
-            print(f"    new certificates: restarting {', '.join(stale)}", flush=True)
-            compose.run(c, "restart", *stale, profiles=profiles, hide="out")
+        reload_ = [n for n in stale if n in RELOADABLE or n.startswith("siteproxy-")]
+        restart_ = [n for n in stale if n not in reload_]
+        for name in reload_:
+            print(f"    new certificates: reloading {name} (no restart)", flush=True)
+            compose.run(c, "exec", "-T", name, *RELOAD_COMMAND, profiles=profiles, echo=False, hide="out")
+        # A SuperNode cut off while its site's certificate was refused (revoked, expired)
+        # may sit in its restart back-off: start it now rather than in a minute.
+        health = {s.service: s.health for s in ps()}
+        stuck = [f"supernode-{n[len('siteproxy-'):]}" for n in reload_ if n.startswith("siteproxy-")]
+        stuck = [n for n in stuck if n in health and health[n] != "healthy"]
+        if stuck:
+            print(f"    restarting {', '.join(stuck)} (cut off before the new certificate)", flush=True)
+            compose.run(c, "restart", *stuck, profiles=profiles, echo=False, hide="out")
+        if restart_:
+            print(f"    new certificates: restarting {', '.join(restart_)}", flush=True)
+            compose.run(c, "restart", *restart_, profiles=profiles, echo=False, hide="out")
         compose.run(c, "up", "-d", "--no-build", "--remove-orphans", *names, profiles=profiles,
                     hide="out")
         wait_healthy(names)

@@ -71,7 +71,7 @@ def revoke(c, name, reason="keyCompromise"):
     changed = pki.refresh_crl(ca)
     print(f"revoked {cert}; CRL updated in {len(changed)} deployed folder(s)")
     if "nginx" in {s.service for s in stack.ps() if s.state == "running"}:
-        compose.run(c, "exec", "-T", "nginx", "nginx", "-s", "reload")
+        compose.run(c, "exec", "-T", "nginx", *stack.RELOAD_COMMAND, echo=False, hide="out")
         print("edge reloaded: the revoked certificate is refused from now on")
 
 

@@ -50,14 +50,14 @@ def log(c, run_id):
     print(federation.admin(["log", run_id, federation.ADMIN_CONNECTION], timeout=60).stdout)
 
 
-@task(name="status")
+@task(name="status", help={"all": "also list unregistered SuperNodes"})
 @clear_errors
-def status_(c):
+def status_(c, all=False):
     """List the SuperNodes (online or not) and the recent runs."""
-    nodes = federation.nodes()
-    print(f"SuperNodes: {len(nodes)}")
-    for n in nodes:
-        print(f"  {n.node_id:>22}  {n.status:12} {n.online_at}")
+    nodes = [n for n in federation.nodes() if all or n.status != "unregistered"]
+    print(f"SuperNodes: {len(nodes)} ({sum(n.status == 'online' for n in nodes)} online)")
+    for n in sorted(nodes, key=lambda n: n.name):
+        print(f"  {n.name or '?':12} {n.node_id:>22}  {n.status:12} since {n.online_at or '-'}")
     runs = federation.runs()
     print(f"Runs: {len(runs)} (latest 10)")
     for r in sorted(runs, key=lambda r: r.get("pending-at") or "")[-10:]:

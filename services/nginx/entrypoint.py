@@ -27,6 +27,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -455,6 +456,30 @@ def healthcheck(env: Mapping[str, str]) -> int:
     return 1
 
 
+def serving_workers(proc: Path = Path("/proc")) -> set[int]:
+    """PIDs of NGINX workers that accept new connections (not those shutting down)."""
+    pids = set()
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+            except OSError:
+                continue
+            if title == b"nginx: worker process":
+                pids.add(int(entry.name))
+    return pids
+
+
+def wait_for_new_workers(before: set[int], timeout: float = 15.0, proc: Path = Path("/proc")) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = serving_workers(proc)
+        if now and not (now & before):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def main(argv: list[str]) -> int:
     command = argv[1] if len(argv) > 1 else "run"
     env = os.environ
@@ -471,10 +496,17 @@ def main(argv: list[str]) -> int:
             log(f"configuration for {cfg['domain']} is valid ({conf})")
             return 0
         if command == "reload":
+            before = serving_workers()
             result = subprocess.run(["nginx", "-e", "stderr", "-c", str(conf), "-s", "reload"], check=False)
-            if result.returncode == 0:
-                log("reload signalled; NGINX re-reads the configuration, certificate and CRL")
-            return result.returncode
+            if result.returncode != 0:
+                return result.returncode
+            # Return only once the new workers accept connections: a caller that
+            # revoked a certificate can rely on the next handshake seeing the new CRL.
+            if wait_for_new_workers(before):
+                log("reloaded: new connections use the new configuration, certificate and CRL")
+                return 0
+            log("ERROR: reload signalled but the old workers still serve after 15 s: see the error log")
+            return 1
         log(f"serving {', '.join(cfg['hostnames'])} (configuration {conf})")
         os.execvp("nginx", ["nginx", "-e", "stderr", "-c", str(conf), "-g", "daemon off;"])
     except ConfigError as exc:

@@ -63,6 +63,9 @@ DEFAULTS = {
     # it stops the SuperNode so that the restart policy starts it again in the
     # proxy's new namespace. "0": only report unhealthy.
     "SUPERNODE_EXIT_WHEN_DETACHED": "1",
+    # Stop the SuperNode after this many consecutive healthchecks found its health
+    # service silent (it broke without exiting); 0 = never.
+    "SUPERNODE_EXIT_AFTER_FAILURES": "3",
     "SUPERNODE_EXTRA_ARGS": "",
 }
 KEY_CANDIDATES = ("/etc/fl/site/supernode_key", "/run/secrets/supernode_key")
@@ -274,8 +277,65 @@ def healthcheck(env: Mapping[str, str], timeout: float = 2.5) -> int:
                 return 1
         except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy"
             print(f"gRPC health on {hhost}:{hport}: {exc}", file=sys.stderr)
+            stop_when_broken(s, record_failure(FAILURES_FILE))
             return 1
+    record_failure(FAILURES_FILE, reset=True)
     return 0
+
+
+# flwr 1.42's SuperNode does not exit when its Fleet connection breaks for good (for
+# example a 400 from the edge after its organisation's certificate was revoked): its
+# threads stop, the process stays, its health service stops answering. Docker does not
+# restart unhealthy containers, so the healthcheck counts consecutive health-service
+# failures and stops the SuperNode after SUPERNODE_EXIT_AFTER_FAILURES of them; the
+# restart policy then starts a fresh one (which keeps failing until the cause is fixed,
+# e.g. `invoke ca.reinstate ORG` and `invoke up`).
+FAILURES_FILE = Path("/tmp/supernode-health-failures")
+
+
+def record_failure(path: Path, reset: bool = False) -> int:
+    """Consecutive failures so far (0 after a reset)."""
+    count = 0
+    if not reset:
+        try:
+            count = int(path.read_text() or 0)
+        except (OSError, ValueError):
+            count = 0
+        count += 1
+    try:
+        path.write_text(str(count))
+    except OSError:
+        pass
+    return count
+
+
+def stop_when_broken(s: Mapping[str, str], failures: int, kill=os.kill, find=None) -> str:
+    """SIGTERM to the init (forwarded to flower-supernode) at the limit, SIGKILL to
+    flower-supernode itself two checks later. Returns what was done."""
+    limit = int(s["SUPERNODE_EXIT_AFTER_FAILURES"] or 0)
+    if limit <= 0 or failures < limit:
+        return ""
+    if failures < limit + 2:
+        print(f"health service silent {failures} times: stopping the SuperNode "
+              "(the restart policy starts a new one)", file=sys.stderr)
+        kill(1, signal.SIGTERM)
+        return "term"
+    for pid in (find or supernode_pids)():
+        kill(pid, signal.SIGKILL)
+    return "kill"
+
+
+def supernode_pids(proc: Path = Path("/proc")) -> list[int]:
+    pids = []
+    for entry in proc.iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(a.endswith(b"flower-supernode") for a in argv[:2]):
+                pids.append(int(entry.name))
+    return pids
 
 
 def main(argv: list[str]) -> None:

@@ -33,3 +33,11 @@ def test_admin_commands_run_inside_the_superlink_over_tls():
 
 def test_json_after_other_output_is_found():
     assert federation.parse_json('warning: x\n{"success": true, "runs": []}') == {"success": True, "runs": []}
+
+
+def test_the_connection_uses_the_published_https_port(fed, monkeypatch, tmp_path):
+    monkeypatch.setenv("FL_HTTPS_PORT", "8443")
+    data = tomllib.loads(federation.write_connection(tmp_path, "fl", fed).read_text())
+    assert data["superlink"]["fl"]["address"] == f"control.{fed.domain}:8443"
+    monkeypatch.setenv("FL_HTTPS_PORT", "443")
+    assert f"control.{fed.domain}:443" in federation.connection_toml("fl", fed, "/ca.crt")

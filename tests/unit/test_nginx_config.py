@@ -71,3 +71,26 @@ def test_every_public_hostname_has_a_server(edge, conf):
 def test_a_bad_domain_is_refused(edge):
     with pytest.raises(Exception):
         edge.render({"domain": "evil;include /etc/passwd"})
+
+
+def fake_proc(root, processes: dict[int, str]):
+    for pid, title in processes.items():
+        (root / str(pid)).mkdir()
+        (root / str(pid) / "cmdline").write_bytes(title.encode().replace(b" ", b"\0") + b"\0")
+    (root / "self").mkdir()
+
+
+def test_reload_waits_for_workers_that_serve_the_new_configuration(edge, tmp_path):
+    """`entrypoint.py reload` returns only once new workers took over (a revocation is
+    in effect for the very next handshake)."""
+    old = tmp_path / "old"
+    old.mkdir()
+    fake_proc(old, {1: "nginx: master process nginx", 20: "nginx: worker process",
+                    21: "nginx: worker process is shutting down"})
+    assert edge.serving_workers(old) == {20}
+    new = tmp_path / "new"
+    new.mkdir()
+    fake_proc(new, {1: "nginx: master process nginx", 20: "nginx: worker process is shutting down",
+                    30: "nginx: worker process"})
+    assert edge.wait_for_new_workers({20}, timeout=1, proc=new)
+    assert not edge.wait_for_new_workers({20}, timeout=0.3, proc=old)

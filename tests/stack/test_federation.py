@@ -1,0 +1,337 @@
+"""The federated core (task list 4, 7.1, 7.2): SuperLink and one SuperNode site per
+organisation, behind the edge's mTLS fleet host; runs as a user starts them; refusals;
+restarts. Tests that disturb the federation (revocation, restarts) run last, in order."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from edge import client, https_port
+from fedops import federation, paths
+
+ROUND_ROW = re.compile(r"^\s*(\d+)\s+([0-9.]+)\s+([0-9.]+)\s*$", re.M)
+
+
+# ---------------------------------------------------------------- helpers
+def fleet_url(stack, method: str = "send-node-heartbeat") -> str:
+    return f"https://{stack.fed.hostname('fleet')}:{https_port()}/v1/fleet/{method}"
+
+
+def fleet_post(stack, cert: tuple[str, str] | None = None, headers: dict | None = None) -> httpx.Response:
+    with client(stack, cert) as http:
+        return http.post(fleet_url(stack), content=b"", headers=headers or {})
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def wait_for_log(stack, service: str, since: str, pattern: str, timeout: float = 20) -> str:
+    """The first log line of `service` since `since` that matches the regex."""
+    deadline = time.time() + timeout
+    while True:
+        for line in stack.logs(service, since=since).splitlines():
+            if re.search(pattern, line):
+                return line
+        if time.time() > deadline:
+            raise AssertionError(f"no {service} log line matching {pattern!r} since {since}:\n"
+                                 f"{stack.logs(service, since=since)[-3000:]}")
+        time.sleep(1)
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+def client_cert(tmp: Path, name: str, issuer_key, issuer_name: x509.Name, *, days: tuple[int, int] = (-1, 30),
+                org: str = "Intruder Org") -> tuple[str, str]:
+    """A client certificate (PEM files) for `name`, signed by issuer_key; days: validity
+    relative to now (negative = in the past)."""
+    key = new_key()
+    now = dt.datetime.now(dt.timezone.utc)
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+                         x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now + dt.timedelta(days=days[0]))
+            .not_valid_after(now + dt.timedelta(days=days[1]))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(issuer_key, hashes.SHA384()))
+    crt, pem = tmp / f"{name}.crt", tmp / f"{name}.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    return str(crt), str(pem)
+
+
+def other_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Name]:
+    return new_key(), x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Some Other CA")])
+
+
+def project_ca() -> tuple[object, x509.Name]:
+    """The project CA's key and name: the operator's test may sign with it (it is how an
+    expired certificate from the right CA is made without waiting a year)."""
+    key = serialization.load_pem_private_key((paths.PKI_DIR / "private" / "ca.key").read_bytes(), None)
+    cert = x509.load_pem_x509_certificate((paths.PKI_DIR / "ca.crt").read_bytes())
+    return key, cert.subject
+
+
+def org_cert(org: str) -> tuple[str, str]:
+    folder = paths.DEPLOY_DIR / f"org-{org}"
+    return str(folder / "tls.crt"), str(folder / "tls.key")
+
+
+def online_by_org() -> dict[str, str]:
+    return {n.name: n.status for n in federation.nodes() if n.name}
+
+
+def wait_all_online(stack, timeout: float = 240) -> None:
+    orgs = {o.name for o in stack.fed.organisations}
+    deadline = time.time() + timeout
+    while True:
+        states = online_by_org()
+        if all(states.get(o) == "online" for o in orgs):
+            return
+        if time.time() > deadline:
+            raise AssertionError(f"SuperNodes not all online after {timeout:.0f}s: {states}")
+        time.sleep(3)
+
+
+def wait_healthy(stack, service: str, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while stack.compose("ps", "--format", "{{.Health}}", service).stdout.strip() != "healthy":
+        if time.time() > deadline:
+            raise AssertionError(f"{service} not healthy after {timeout:.0f}s:\n{stack.logs(service)[-2000:]}")
+        time.sleep(2)
+
+
+def container_id(stack, service: str) -> str:
+    return stack.compose("ps", "-q", service).stdout.strip()
+
+
+def run_to_end(run_id: str, timeout: float = 600) -> dict:
+    deadline = time.time() + timeout
+    while True:
+        row = federation.run_status(run_id)
+        if row["status"].startswith("finished") or time.time() > deadline:
+            return row
+        time.sleep(3)
+
+
+def round_table(output: str) -> dict[int, tuple[float, float]]:
+    """`invoke fl.run` ends with `round accuracy loss` rows."""
+    table = output.split("round ", 1)[-1]
+    return {int(r): (float(a), float(l)) for r, a, l in ROUND_ROW.findall(table)}
+
+
+# ---------------------------------------------------------------- the federation is up
+def test_every_service_is_healthy(stack):
+    rows = stack.compose("ps", "--all", "--format", "{{.Service}} {{.State}} {{.Health}}").stdout.split("\n")
+    states = {r.split()[0]: r.split()[1:] for r in rows if r.strip()}
+    expected = {"postgres", "keycloak", "ctlgate", "nginx", "superlink"}
+    for org in stack.fed.organisations:
+        expected |= {f"supernode-{org.name}", f"siteproxy-{org.name}"}
+    assert expected <= set(states), f"missing: {expected - set(states)}"
+    unhealthy = {s: v for s, v in states.items() if v != ["running", "healthy"]}
+    assert not unhealthy
+
+
+def test_every_organisation_is_registered_and_online(stack):
+    nodes = federation.nodes()
+    by_name = {n.name: n for n in nodes}
+    for org in stack.fed.organisations:
+        assert org.name in by_name, f"{org.name}'s SuperNode key is not registered: {nodes}"
+    wait_all_online(stack, timeout=60)
+
+
+def test_registration_is_idempotent(stack):
+    out = stack.invoke("fl.register").stdout
+    for org in stack.fed.organisations:
+        assert f"{org.name} already" in out
+
+
+def test_superlink_apis_are_not_published(stack):
+    """Fleet, Control and Runtime only inside the services network: no published port
+    (the edge is the way in); nor is a site proxy's loopback listener."""
+    for service in ["superlink"] + [f"siteproxy-{o.name}" for o in stack.fed.organisations]:
+        published = subprocess.run(["docker", "port", container_id(stack, service)],
+                                    capture_output=True, text=True, check=True).stdout
+        assert published.strip() == "", f"{service} publishes {published}"
+
+
+# ---------------------------------------------------------------- a real run
+def test_three_round_run_completes_with_rising_accuracy(stack):
+    proc = stack.invoke("fl.run", "--rounds", "3", "--quiet", check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "finished:completed" in proc.stdout
+    rounds = round_table(proc.stdout)
+    assert sorted(rounds) == [1, 2, 3], proc.stdout[-2000:]
+    accuracy = [rounds[r][0] for r in (1, 2, 3)]
+    loss = [rounds[r][1] for r in (1, 2, 3)]
+    assert accuracy[2] > accuracy[0] and accuracy[2] >= accuracy[1] - 0.01, accuracy
+    assert loss[2] < loss[0], loss
+    assert accuracy[2] > 0.8   # 10 classes: chance is 0.1
+    run_id = re.search(r"run (\d+) started", proc.stdout).group(1)
+    assert run_id in {r["run-id"] for r in federation.runs()}
+
+
+def test_fl_status_names_every_organisation(stack):
+    out = stack.invoke("fl.status").stdout
+    for org in stack.fed.organisations:
+        assert re.search(rf"^\s+{org.name}\s+\d+\s+online", out, re.M), out
+    assert "finished:completed" in out
+
+
+def test_fl_run_refuses_an_unknown_app(stack):
+    proc = stack.invoke("fl.run", "--app", "no-such-app", check=False)
+    assert proc.returncode != 0
+    assert "no Flower app in apps/no-such-app" in proc.stdout + proc.stderr
+    assert "digits" in proc.stdout + proc.stderr   # says what exists
+
+
+# ---------------------------------------------------------------- the edge admits organisations only
+def test_an_organisation_certificate_is_admitted_and_logged_with_its_organisation(stack):
+    since = utc_now()
+    canary = f"SIGNATURE-CANARY-{time.time_ns()}"
+    r = fleet_post(stack, org_cert("bravo"),
+                   headers={"flwr-signature": canary, "flwr-public-key": canary, "flwr-timestamp": canary})
+    # Past the edge: the SuperLink itself answers (it refuses the bogus signature).
+    assert r.status_code not in (400, 403, 404, 502), r.text
+    bravo = stack.fed.organisation("bravo").display_name
+    line = wait_for_log(stack, "nginx", since, r"send-node-heartbeat.*ssl_client_verify=SUCCESS")
+    assert bravo in line and "upstream_status=" in line
+    time.sleep(1)
+    for service in ("nginx", "superlink", "siteproxy-bravo"):
+        assert canary not in stack.logs(service, since=since), f"{service} logged a flwr-* header"
+
+
+def test_no_client_certificate_is_refused(stack):
+    since = utc_now()
+    r = fleet_post(stack)
+    assert r.status_code == 400 and "No required SSL certificate" in r.text
+    wait_for_log(stack, "nginx", since, r"fleet\..*send-node-heartbeat.* 400 .*ssl_client_verify=NONE")
+
+
+def test_a_certificate_from_another_ca_is_refused(stack, tmp_path):
+    key, name = other_ca()
+    since = utc_now()
+    r = fleet_post(stack, client_cert(tmp_path, "impostor", key, name))
+    assert r.status_code == 400 and "SSL certificate error" in r.text
+    wait_for_log(stack, "nginx", since, r"400 .*ssl_client_verify=FAILED:unable to (get local issuer|verify).*CN=impostor")
+
+
+def test_an_expired_certificate_is_refused(stack, tmp_path):
+    key, name = project_ca()
+    since = utc_now()
+    r = fleet_post(stack, client_cert(tmp_path, "expired-site", key, name, days=(-30, -1)))
+    assert r.status_code == 400 and "SSL certificate error" in r.text
+    wait_for_log(stack, "nginx", since, r"400 .*ssl_client_verify=FAILED:certificate has expired.*CN=expired-site")
+
+
+def test_a_supernode_whose_key_was_never_registered_is_refused(stack, tmp_path):
+    """A SuperNode at a real site (alpha's proxy, a valid organisation certificate) with a
+    key nobody registered: the SuperLink refuses to activate it and it exits."""
+    key = tmp_path / "unregistered_key"
+    key.write_bytes(new_key().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                            serialization.NoEncryption()))
+    key.chmod(0o444)
+    proxy = container_id(stack, "siteproxy-alpha")
+    image = subprocess.run(["docker", "inspect", "--format", "{{.Config.Image}}", container_id(stack, "supernode-alpha")],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    since = utc_now()
+    proc = subprocess.run(
+        ["docker", "run", "--rm", "--network", f"container:{proxy}", "--user", "10050:10050", "--read-only",
+         "--tmpfs", "/tmp:uid=10050,gid=10050,mode=0700", "-v", f"{key}:/etc/fl/site/supernode_key:ro",
+         "-v", f"{paths.DEPLOY_DIR / 'org-alpha' / 'ca.crt'}:/etc/fl/tls/ca.crt:ro",
+         "-e", "PARTITION_ID=0", "-e", "NUM_PARTITIONS=3", "-e", "SUPERNODE_RUNTIME_PORT=9194",
+         "-e", "SUPERNODE_HEALTH_ADDRESS=", image],
+        capture_output=True, text=True, timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-2000:]
+    assert "Failed to activate SuperNode" in out or "2004" in out, out[-2000:]
+    wait_for_log(stack, "superlink", since, r"No SuperNode found with the given public key")
+
+
+# ---------------------------------------------------------------- revocation (changes the CA: reinstated after)
+def test_revoking_an_organisation_cuts_it_off_and_reinstating_restores_it(stack, tmp_path):
+    old_cert = tuple(str(shutil.copy(f, tmp_path / f"old-{Path(f).name}")) for f in org_cert("alpha"))
+    old_serial = x509.load_pem_x509_certificate(Path(old_cert[0]).read_bytes()).serial_number
+    assert fleet_post(stack, old_cert).status_code not in (400, 403)
+    try:
+        since = utc_now()
+        out = stack.invoke("ca.revoke", "alpha").stdout
+        assert "revoked org-alpha" in out and "edge reloaded" in out
+        r = fleet_post(stack, old_cert)
+        assert r.status_code == 400 and "SSL certificate error" in r.text
+        wait_for_log(stack, "nginx", since, r"ssl_client_verify=FAILED:certificate revoked")
+        # alpha's own SuperNode loses the SuperLink (its proxy's new connections fail).
+        deadline = time.time() + 240
+        while online_by_org().get("alpha") == "online":
+            assert time.time() < deadline, "alpha's SuperNode is still online after revocation"
+            time.sleep(5)
+        assert re.search(r"^org-alpha\s+REVOKED", stack.invoke("ca.status").stdout, re.M)
+    finally:
+        stack.invoke("ca.reinstate", "alpha")
+        up = stack.invoke("up", "--no-build", check=False)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
+    assert "reloading siteproxy-alpha" in up.stdout
+    new_cert = org_cert("alpha")
+    assert x509.load_pem_x509_certificate(Path(new_cert[0]).read_bytes()).serial_number != old_serial
+    assert fleet_post(stack, new_cert).status_code not in (400, 403)
+    assert fleet_post(stack, old_cert).status_code == 400   # the old one stays revoked
+    wait_all_online(stack)
+
+
+# ---------------------------------------------------------------- restarts
+def test_superlink_restart_keeps_runs_and_nodes_reconnect(stack):
+    before = {r["run-id"] for r in federation.runs()}
+    assert before, "no runs yet: the run test should have made one"
+    stack.compose("restart", "superlink")
+    wait_healthy(stack, "superlink")
+    assert before <= {r["run-id"] for r in federation.runs()}
+    wait_all_online(stack)
+
+
+def test_a_supernode_killed_during_a_run_is_restarted_and_the_next_run_completes(stack):
+    ctr = container_id(stack, "supernode-bravo")
+    restarts = int(subprocess.run(["docker", "inspect", "--format", "{{.RestartCount}}", ctr],
+                                  capture_output=True, text=True, check=True).stdout)
+    run_id = federation.submit("digits", 3)
+    deadline = time.time() + 120
+    while federation.run_status(run_id)["status"] != "running":
+        assert time.time() < deadline, "the run did not start"
+        time.sleep(1)
+    time.sleep(5)
+    # A crash, not a stop: SIGKILL to the flower-supernode process (PID 1 is the init).
+    kill = ("import os,signal\n"
+            "for p in filter(str.isdigit, os.listdir('/proc')):\n"
+            "    cmd = open(f'/proc/{p}/cmdline','rb').read().split(b'\\0')\n"
+            "    if int(p) != os.getpid() and any(a.endswith(b'flower-supernode') for a in cmd[:2]):\n"
+            "        os.kill(int(p), signal.SIGKILL)\n")
+    stack.compose("exec", "-T", "supernode-bravo", "python3", "-c", kill, check=False)
+    deadline = time.time() + 120
+    while int(subprocess.run(["docker", "inspect", "--format", "{{.RestartCount}}", ctr],
+                             capture_output=True, text=True).stdout or 0) <= restarts:
+        assert time.time() < deadline, "supernode-bravo was not restarted by its restart policy"
+        time.sleep(2)
+    wait_healthy(stack, "supernode-bravo")
+    interrupted = run_to_end(run_id, timeout=300)
+    if not interrupted["status"].startswith("finished"):
+        federation.admin(["stop", run_id, federation.ADMIN_CONNECTION], check=False)
+    wait_all_online(stack)
+    next_run = federation.submit("digits", 1)
+    row = run_to_end(next_run)
+    assert row["status"] == "finished:completed", row
