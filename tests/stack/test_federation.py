@@ -218,6 +218,16 @@ def test_an_organisation_certificate_is_admitted_and_logged_with_its_organisatio
         assert canary not in stack.logs(service, since=since), f"{service} logged a flwr-* header"
 
 
+def test_the_fleet_host_serves_fleet_calls_only(stack):
+    with client(stack, org_cert("charlie")) as http:
+        base = f"https://{stack.fed.hostname('fleet')}:{https_port()}"
+        assert http.get(f"{base}/v1/fleet/pull-messages").status_code == 405
+        for path in ("/v1/control/list-runs", "/v1/runtime/acquire-task", "/docs", "/health",
+                     "/v1/fleet/../control/list-runs", "/v1/fleet/pull-messages?x=1"):
+            r = http.post(f"{base}{path}", content=b"")
+            assert r.status_code == 404 and r.text == '{"detail":"Not Found"}\n', path
+
+
 def test_no_client_certificate_is_refused(stack):
     since = utc_now()
     r = fleet_post(stack)

@@ -48,6 +48,7 @@ def test_fleet_requires_an_organisation_certificate_and_checks_the_crl(conf):
     assert "ssl_verify_client on;" in fleet
     assert "ssl_crl /etc/fl/tls/crl.pem;" in fleet
     assert "client_max_body_size" in fleet and "proxy_buffering off" in fleet
+    assert "if ($request_method != POST)" in fleet and "return 405" in fleet
 
 
 def test_unknown_names_get_nothing(conf):
