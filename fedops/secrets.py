@@ -24,7 +24,7 @@ PASSWORDS = {
     "keycloak_db_password": "PostgreSQL role keycloak",
     "jupyterhub_db_password": "PostgreSQL role jupyterhub",
     "grafana_db_password": "PostgreSQL role grafana",
-    "flower_db_password": "PostgreSQL role flower (application data)",
+    "flower_db_password": "PostgreSQL role flower (reserved for applications; the SuperLink uses SQLite)",
     "keycloak_admin_password": "Keycloak bootstrap admin (user admin)",
     "oidc_jupyterhub_secret": "OIDC client secret: jupyterhub",
     "oidc_grafana_secret": "OIDC client secret: grafana",

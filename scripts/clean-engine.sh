@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Remove every container, volume and network this project's Compose project left in the
-# engine (by label), keeping images and the build cache. For CI and `invoke reset`.
+# engine (by label), keeping images and the build cache. .ci/run calls it before
+# `./invoke test`, so a fresh clone (new CA, new secrets) does not meet an earlier run's
+# containers and volumes. By hand: `bash scripts/clean-engine.sh` wipes the running stack
+# and all its data (no confirmation), then `./invoke up` starts from scratch. The project
+# is $COMPOSE_PROJECT_NAME from the environment, else flfed (.env is not read).
 set -euo pipefail
 project="${COMPOSE_PROJECT_NAME:-flfed}"
 label="com.docker.compose.project=${project}"

@@ -12,8 +12,11 @@ from . import clear_errors
             "quiet": "show only the per-round metrics, not the whole log"})
 @clear_errors
 def run(c, rounds=3, app="digits", quiet=False):
-    """Run a Flower app on the federation, showing progress and per-round metrics; exits
-    non-zero when the run fails."""
+    """Run a Flower app on the federation with per-round metrics (exit 1 if it fails).
+
+    Submits apps/APP through the SuperLink's Control API over TLS (as the admin, inside
+    the SuperLink container), streams its log, prints a table of the rounds' metrics and
+    exits non-zero unless the run ends finished:completed (`flwr run` itself exits 0)."""
     if not (paths.ROOT / "apps" / app / "pyproject.toml").exists():
         raise federation.FedopsError(f"no Flower app in apps/{app}",
                                      f"choose one of: {', '.join(p.parent.name for p in (paths.ROOT / 'apps').glob('*/pyproject.toml'))}")
@@ -75,8 +78,10 @@ def register(c):
             "flwr_home": "the flwr CLI's home folder (default ~/.flwr or $FLWR_HOME)"})
 @clear_errors
 def connection(c, name="fl", flwr_home=""):
-    """Write the researchers' connection (control.<domain> with the project CA) into the
-    flwr CLI's config.toml, for `flwr login NAME` and `flwr run APP NAME`."""
+    """Write the researchers' flwr connection (control.<domain>, the project CA).
+
+    Adds [superlink.NAME] to the flwr CLI's config.toml, for `flwr login NAME` and
+    `flwr run APP NAME`; other connections in the file are kept."""
     import os
     fed = config.load()
     home = Path(flwr_home or os.environ.get("FLWR_HOME") or Path.home() / ".flwr")

@@ -93,9 +93,9 @@ def ctlgate_decisions(stack, since: str) -> list[dict]:
     return [m.groupdict() for m in DECISION_RE.finditer(stack.logs("ctlgate", since=since))]
 
 
-def assert_ctlgate_refused(stack, since: str, status: int, reason: str, user: str | None = None,
+def assert_ctlgate_decided(stack, since: str, status: int, reason: str, user: str | None = None,
                            uri: str = LIST_RUNS) -> None:
-    """ctlgate logged the refusal of our request, with this reason (polled briefly: the
+    """ctlgate logged its decision on our request, with this reason (polled briefly: the
     log reaches Docker a moment after the answer)."""
     deadline = time.time() + 10
     while True:
@@ -307,7 +307,7 @@ def test_flwr_ls_before_login_is_refused(stack, tmp_path):
     proc = flwr(stack, flwr_home(stack, tmp_path), "ls", CONNECTION)
     assert proc.returncode != 0
     assert "Authentication failed. Please run `flwr login`" in proc.stdout + proc.stderr
-    assert_ctlgate_refused(stack, since, 401, "missing_token")
+    assert_ctlgate_decided(stack, since, 401, "missing_token")
 
 
 def test_flwr_login_signs_in_through_keycloaks_device_flow(stack, researcher):
@@ -374,7 +374,7 @@ def test_flwr_refreshes_an_expired_access_token_silently(stack, passwords, tmp_p
     assert new["access"] != old["access_token"] and new["refresh"] != old["refresh_token"]
     assert claims_of(new["access"])["preferred_username"] == "researcher"
     assert claims_of(new["access"])["exp"] > time.time()
-    assert_ctlgate_refused(stack, since, 401, "expired", user="researcher")
+    assert_ctlgate_decided(stack, since, 401, "expired", user="researcher")
     assert re.search(r"POST /v1/control/refresh-auth-tokens -> 200 refreshed", stack.logs("ctlgate", since=since))
 
 
@@ -384,14 +384,17 @@ def test_flwr_refreshes_an_expired_access_token_silently(stack, passwords, tmp_p
 def test_a_call_without_a_bearer_token_gets_401_bearer(stack, authorization):
     since = now_utc()
     assert_unauthenticated(call_control(stack, authorization=authorization))
-    assert_ctlgate_refused(stack, since, 401, "missing_token")
+    assert_ctlgate_decided(stack, since, 401, "missing_token")
 
 
 @pytest.mark.parametrize("user", ["researcher", "hubadmin"])
 def test_a_superlink_user_token_lists_the_runs(stack, tokens, user):
     known = admin_run_ids()
+    since = now_utc()
     r = call_control(stack, token=tokens[user]["access_token"])
     assert r.status_code == 200, r.text
+    # The audit trail: who called which Control API method.
+    assert_ctlgate_decided(stack, since, 200, "ok", user=user)
     assert r.headers["content-type"] == "application/protobuf"
     reply = ListRunsResponse.FromString(r.content)
     assert reply.now, "ListRunsResponse without its timestamp"
@@ -405,7 +408,7 @@ def test_a_valid_token_without_the_superlink_role_gets_403(stack, tokens):
     r = call_control(stack, token=token)
     assert r.status_code == 403 and r.content == FORBIDDEN
     assert "www-authenticate" not in r.headers
-    assert_ctlgate_refused(stack, since, 403, "missing_role", user="observer")
+    assert_ctlgate_decided(stack, since, 403, "missing_role", user="observer")
 
 
 @pytest.mark.parametrize("variant, reason", [
@@ -441,7 +444,7 @@ def test_a_bad_or_foreign_token_gets_401(stack, tokens, passwords, variant, reas
         assert claims_of(token)["iss"] != oidc.realm_url(stack)
     since = now_utc()
     assert_unauthenticated(call_control(stack, token=token))
-    assert_ctlgate_refused(stack, since, 401, reason)
+    assert_ctlgate_decided(stack, since, 401, reason)
 
 
 def test_an_access_token_is_refused_once_it_expires(stack, passwords):
@@ -450,7 +453,7 @@ def test_an_access_token_is_refused_once_it_expires(stack, passwords):
     wait_until_expired(token)
     since = now_utc()
     assert_unauthenticated(call_control(stack, token=token))
-    assert_ctlgate_refused(stack, since, 401, "expired", user="hubadmin")
+    assert_ctlgate_decided(stack, since, 401, "expired", user="hubadmin")
 
 
 # ---------------------------------------------------------------- what the control host does not serve

@@ -313,9 +313,8 @@ class Handler(BaseHTTPRequestHandler):
         if decision.username:
             headers.append(("X-Ctlgate-User", decision.username))
         headers.append(("X-Ctlgate-Reason", decision.reason))
-        level = logging.INFO if decision.status != 200 else logging.DEBUG
-        log.log(
-            level,
+        # Every decision at INFO: the audit trail of who called which Control API method.
+        log.info(
             "auth %s %s user=%s -> %d %s (client %s)",
             self.headers.get("X-Original-Method", "-"),
             original,
