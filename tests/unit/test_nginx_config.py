@@ -1,20 +1,17 @@
 """services/nginx: the rendered edge configuration (no Docker; the stack tests run it)."""
-import importlib.util
 import re
 
 import pytest
 
 from fedops import paths
+from testcerts import load_entrypoint
 
 SERVICE = paths.SERVICES_DIR / "nginx"
 
 
 @pytest.fixture(scope="module")
 def edge():
-    spec = importlib.util.spec_from_file_location("edge_entry", SERVICE / "entrypoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_entrypoint(SERVICE / "entrypoint.py", "edge_entry")
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
 """services/postgres/entrypoint.py's pure parts: pg_hba and the reconcile SQL."""
-import importlib.util
 import os
 
 import pytest
 
 from fedops import paths
+from testcerts import load_entrypoint
 
 SERVICE = paths.SERVICES_DIR / "postgres"
 
@@ -12,10 +12,7 @@ SERVICE = paths.SERVICES_DIR / "postgres"
 @pytest.fixture
 def entry(monkeypatch):
     monkeypatch.setenv("FL_TEMPLATES", str(SERVICE))
-    spec = importlib.util.spec_from_file_location("pg_entry", SERVICE / "entrypoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_entrypoint(SERVICE / "entrypoint.py", "pg_entry")
 
 
 def test_pg_hba_is_ssl_and_scram_only(entry):

@@ -10,8 +10,6 @@ Skipped when the ``flwr`` executable is not next to the running Python.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import ssl
 import subprocess
@@ -20,73 +18,22 @@ import threading
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from conftest import DeviceGrant, FakeKeycloak, Realm
 from ctlgate.control import LOGIN_PATHS
 from ctlgate.server import Handler, Server
 from flwr.proto.control_pb2 import ListRunsResponse
+from testcerts import make_ca, make_leaf, write_tls
 
 FLWR = Path(sys.executable).with_name("flwr")
 pytestmark = pytest.mark.skipif(not FLWR.exists(), reason="flwr CLI not installed next to python")
 
 
 def make_tls(tmp: Path) -> tuple[Path, Path, Path]:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ctlgate test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "control.fl.test")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path, crt_path, key_path = tmp / "ca.crt", tmp / "tls.crt", tmp / "tls.key"
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    crt_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return ca_path, crt_path, key_path
+    """The edge's TLS material: a CA and a certificate for IP:127.0.0.1."""
+    ca = make_ca("ctlgate test CA")
+    write_tls(tmp, ca, make_leaf(ca, "control.fl.test", ips=("127.0.0.1",)))
+    return tmp / "ca.crt", tmp / "tls.crt", tmp / "tls.key"
 
 
 class EdgeHandler(Handler):

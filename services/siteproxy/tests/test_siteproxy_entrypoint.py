@@ -7,20 +7,15 @@ next to itself.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
-from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from testcerts import load_entrypoint, make_ca, make_key, make_leaf, write_tls
 
 ENTRYPOINT = Path(__file__).resolve().parents[1] / "entrypoint.py"
 FLEET = {"FLEET_ADDRESS": "fleet.fl.localhost:443"}
@@ -29,66 +24,10 @@ DOCKER_DNS = "nameserver 127.0.0.11\noptions ndots:0\n"
 
 @pytest.fixture(scope="module")
 def ep():
-    spec = importlib.util.spec_from_file_location("siteproxy_entrypoint", ENTRYPOINT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_entrypoint(ENTRYPOINT, "siteproxy_entrypoint")
 
 
 # ------------------------------------------------------------------ certificates
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def make_ca(cn: str = "Test Project CA"):
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(timezone.utc)
-    cert = (x509.CertificateBuilder()
-            .subject_name(_name(cn)).issuer_name(_name(cn))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-def make_leaf(ca, cn: str, dns=(), ips=(), expired: bool = False):
-    """An organisation certificate as `invoke ca.deploy` issues it (serverClient)."""
-    ca_key, ca_cert = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(timezone.utc)
-    start, end = ((now - timedelta(days=60), now - timedelta(days=1)) if expired
-                  else (now - timedelta(days=1), now + timedelta(days=30)))
-    builder = (x509.CertificateBuilder()
-               .subject_name(_name(cn)).issuer_name(ca_cert.subject)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(start).not_valid_after(end)
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                     ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                              critical=False))
-    names = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ip_address(i)) for i in ips]
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return key, builder.sign(ca_key, hashes.SHA256())
-
-
-def write_tls(folder: Path, ca, leaf, key=None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "ca.crt").write_bytes(ca[1].public_bytes(serialization.Encoding.PEM))
-    (folder / "tls.crt").write_bytes(leaf[1].public_bytes(serialization.Encoding.PEM))
-    (folder / "tls.key").write_bytes((key or leaf[0]).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return folder
-
-
 ORG_SANS = {"dns": ("supernode-alpha", "localhost"), "ips": ("127.0.0.1",)}
 
 
@@ -274,7 +213,7 @@ def _one_problem(ep, folder) -> str:
 
 def test_mismatched_key(ep, tmp_path, ca):
     folder = write_tls(tmp_path, ca, make_leaf(ca, "org-alpha", **ORG_SANS),
-                       key=ec.generate_private_key(ec.SECP256R1()))
+                       key=make_key())
     _one_problem(ep, folder)
 
 

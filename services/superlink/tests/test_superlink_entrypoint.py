@@ -7,93 +7,27 @@ rather than in the container.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
-from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from testcerts import load_entrypoint, make_ca, make_key, make_leaf, write_tls
 
 ENTRYPOINT = Path(__file__).resolve().parents[1] / "entrypoint.py"
 
 
 @pytest.fixture(scope="module")
 def ep():
-    spec = importlib.util.spec_from_file_location("superlink_entrypoint", ENTRYPOINT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_entrypoint(ENTRYPOINT, "superlink_entrypoint")
 
 
 # ------------------------------------------------------------------ certificates
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def make_ca(cn: str = "Test Project CA"):
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(timezone.utc)
-    cert = (x509.CertificateBuilder()
-            .subject_name(_name(cn)).issuer_name(_name(cn))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-def make_leaf(ca, cn: str, dns=(), ips=()):
-    ca_key, ca_cert = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(timezone.utc)
-    builder = (x509.CertificateBuilder()
-               .subject_name(_name(cn)).issuer_name(ca_cert.subject)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                     ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                              critical=False))
-    names = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ip_address(i)) for i in ips]
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return key, builder.sign(ca_key, hashes.SHA256())
-
-
-def pem_cert(cert) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def pem_key(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
 @pytest.fixture(scope="module")
 def ca():
     return make_ca()
-
-
-def write_tls(folder: Path, ca, leaf, key=None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "ca.crt").write_bytes(pem_cert(ca[1]))
-    (folder / "tls.crt").write_bytes(pem_cert(leaf[1]))
-    (folder / "tls.key").write_bytes(pem_key(key or leaf[0]))
-    return folder
 
 
 @pytest.fixture
@@ -210,7 +144,7 @@ def test_unreadable_key(ep, good_tls, monkeypatch):
 
 def test_key_of_another_certificate(ep, tmp_path, ca):
     leaf = make_leaf(ca, "superlink", dns=("superlink",), ips=("127.0.0.1",))
-    other = ec.generate_private_key(ec.SECP256R1())
+    other = make_key()
     problems = ep.tls_problems(write_tls(tmp_path, ca, leaf, key=other))
     assert len(problems) == 1 and "do not load as a pair" in problems[0]
 

@@ -8,20 +8,18 @@ own flower-supernode argument parser.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
 import shutil
 import struct
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
+
+from testcerts import load_entrypoint, make_ca, make_key, pem_cert, pem_key
 
 ENTRYPOINT = Path(__file__).resolve().parents[1] / "entrypoint.py"
 SITE = {"PARTITION_ID": "0", "NUM_PARTITIONS": "3"}
@@ -29,10 +27,7 @@ SITE = {"PARTITION_ID": "0", "NUM_PARTITIONS": "3"}
 
 @pytest.fixture(scope="module")
 def ep():
-    spec = importlib.util.spec_from_file_location("supernode_entrypoint", ENTRYPOINT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_entrypoint(ENTRYPOINT, "supernode_entrypoint")
 
 
 def no_files(_path) -> bool:
@@ -41,8 +36,7 @@ def no_files(_path) -> bool:
 
 # ------------------------------------------------------------------ keys and CA files
 def openssh(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                             serialization.NoEncryption())
+    return pem_key(key, serialization.PrivateFormat.OpenSSH)
 
 
 def passphrase_protected(key) -> bytes:
@@ -76,22 +70,14 @@ def passphrase_protected(key) -> bytes:
 def ec_key(tmp_path) -> Path:
     """What `invoke secrets.generate` makes: EC P-384, OpenSSH format, no passphrase."""
     path = tmp_path / "supernode_key"
-    path.write_bytes(openssh(ec.generate_private_key(ec.SECP384R1())))
+    path.write_bytes(openssh(make_key(ec.SECP384R1())))
     return path
 
 
 @pytest.fixture
 def ca_file(tmp_path) -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test Project CA")])
-    now = datetime.now(timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
     path = tmp_path / "ca.crt"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    path.write_bytes(pem_cert(make_ca()[1]))
     return path
 
 
@@ -233,8 +219,7 @@ def test_unreadable_key(ep, ec_key, monkeypatch):
 
 def test_pem_key_is_not_openssh(ep, tmp_path):
     path = tmp_path / "k"
-    path.write_bytes(ec.generate_private_key(ec.SECP384R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    path.write_bytes(pem_key(make_key(ec.SECP384R1())))
     assert "is not an OpenSSH private key" in ep.key_problems(path)[0]
 
 
@@ -252,7 +237,7 @@ def test_keys_flwr_refuses(ep, tmp_path, make, kind):
 
 def test_key_with_a_passphrase(ep, tmp_path):
     path = tmp_path / "k"
-    path.write_bytes(passphrase_protected(ec.generate_private_key(ec.SECP384R1())))
+    path.write_bytes(passphrase_protected(make_key(ec.SECP384R1())))
     problems = ep.key_problems(path)
     assert len(problems) == 1 and "cannot be loaded without a passphrase" in problems[0]
 
