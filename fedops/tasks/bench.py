@@ -1,0 +1,28 @@
+"""`invoke bench`: the full stack against bare Flower processes (docs/benchmarks.md)."""
+from invoke import Exit, task
+
+from .. import bench as bench_
+from . import clear_errors
+
+
+@task(name="bench", help={
+    "rounds": "federated rounds per timed run, the same both ways (default 3)",
+    "repeat": "timed runs per mode, alternating stack and bare; medians are reported (default 2)",
+    "max_supernodes": "cap of the capacity probe: the largest SuperNode count tried, in steps "
+                      "of the organisations' count (default 12)",
+    "skip_capacity": "skip the capacity probe (no extra SuperNode containers are started)"})
+@clear_errors
+def bench(c, rounds=3, repeat=2, max_supernodes=12, skip_capacity=False):
+    """Benchmark the full stack against bare Flower; writes docs/benchmarks.md.
+
+    Times the same app, rounds and SuperNode count on the running stack and on bare flwr
+    processes (insecure, no containers), records the containers' peak memory and how
+    many SuperNodes still complete a round. Needs the running stack (`invoke up`); it
+    only adds and removes its own containers (label fl.bench=1)."""
+    result = bench_.run(rounds=int(rounds), repeat=int(repeat), max_supernodes=int(max_supernodes),
+                        skip_capacity=skip_capacity)
+    q = result.ratio
+    if q is None:
+        raise Exit("no ratio: a stack or bare run did not complete (see docs/benchmarks.md)", code=1)
+    print(f"\nstack/bare: {q:.2f}x (target <= {bench_.TARGET_RATIO:.2f}x: "
+          f"{'met' if q <= bench_.TARGET_RATIO else 'NOT met'}); report: docs/benchmarks.md")
