@@ -162,6 +162,13 @@ def phases(fed: config.Federation) -> list[tuple[str, list[str]]]:
     ]
 
 
+# A service down or restarting this long counts as a crash loop. Not shorter: flwr 1.42's
+# SuperNode never deactivates when stopped, so a recreated one is refused ("Failed to
+# activate SuperNode") until the SuperLink marks the old session offline (about a
+# minute) and its restart policy tries again with a growing back-off.
+CRASH_LOOP_AFTER = 100
+
+
 def wait_healthy(names: list[str], timeout: float = 600) -> None:
     """Poll until every named service is healthy (all services have healthchecks); print
     progress; fail early on a crash loop, with the logs' tail and a next step."""
@@ -179,7 +186,7 @@ def wait_healthy(names: list[str], timeout: float = 600) -> None:
                 restarting_since.setdefault(n, now)
             else:
                 restarting_since.pop(n, None)
-        crashing = [n for n, t in restarting_since.items() if now - t > 15]
+        crashing = [n for n, t in restarting_since.items() if now - t > CRASH_LOOP_AFTER]
         line = ", ".join(f"{n}: {states[n].health if n in states and states[n].health != '-' else states[n].state if n in states else 'missing'}"
                          for n in pending)
         if line != last:

@@ -19,6 +19,8 @@ def test(c, unit=False, stack=False, k="", x=False):
         args += ["tests/unit", "services"]
     elif stack and not unit:
         args.append("tests/stack")
+    else:   # unit tests first: they fail fast and need no Docker
+        args += ["tests/unit", "services", "tests/stack"]
     if k:
         args += ["-k", k]
     if x:

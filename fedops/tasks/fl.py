@@ -87,3 +87,24 @@ def connection(c, name="fl", flwr_home=""):
     home = Path(flwr_home or os.environ.get("FLWR_HOME") or Path.home() / ".flwr")
     path = federation.write_connection(home, name, fed)
     print(f"wrote connection '{name}' to {path}\nnext: flwr login {name}")
+
+
+@task(help={"name": "the organisation: the name its SuperNode key was registered under"})
+@clear_errors
+def unregister(c, name):
+    """Unregister an organisation's SuperNode key so that it can no longer connect.
+
+    Offboarding: remove the organisation from federation.yaml, `invoke up` (its site
+    stops), `invoke ca.revoke org-NAME` (the edge refuses its certificate), then this."""
+    fed = config.load()
+    if name in {o.name for o in fed.organisations}:
+        raise federation.FedopsError(f"{name} is still an organisation in the configuration",
+                                     "remove it from federation.yaml (or federation.local.yaml) and run "
+                                     "`invoke up` first, or `invoke up` registers it again")
+    nodes = [n for n in federation.nodes() if n.name == name and n.status != "unregistered"]
+    if not nodes:
+        raise federation.FedopsError(f"no registered SuperNode named {name}",
+                                     "`invoke fl.status --all` lists every SuperNode and its name")
+    for n in nodes:
+        federation.unregister(n.node_id)
+        print(f"unregistered {name}'s SuperNode {n.node_id}")

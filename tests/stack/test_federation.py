@@ -345,3 +345,49 @@ def test_a_supernode_killed_during_a_run_is_restarted_and_the_next_run_completes
     next_run = federation.submit("digits", 1)
     row = run_to_end(next_run)
     assert row["status"] == "finished:completed", row
+
+
+# ---------------------------------------------------------------- a new organisation (last: recreates the sites)
+def test_an_organisation_added_to_the_config_joins_with_invoke_up_and_can_be_offboarded(stack):
+    """Add an organisation in federation.local.yaml, `invoke up`: certificate, SuperNode
+    key, registration and site follow, and it takes part in a run. Then the offboarding
+    procedure: out of the config, `invoke up`, `ca.revoke`, `fl.unregister`."""
+    import yaml
+    name = f"new{int(time.time()) % 100000}"   # unique: a revoked name is never re-issued
+    local = paths.LOCAL_CONFIG
+    saved = local.read_text() if local.exists() else None
+    data = (yaml.safe_load(saved) or {}) if saved else {}
+    data["organisations"] = [{"name": o.name, "display_name": o.display_name}
+                             for o in stack.fed.organisations] + [{"name": name, "display_name": "New Test Clinic"}]
+    try:
+        local.write_text(yaml.safe_dump(data))
+        up = stack.invoke("up", "--no-build", check=False)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
+        assert f"org-{name} issued" in up.stdout and f"{name} registered" in up.stdout
+        assert f"supernode-{name}" in up.stdout and f"siteproxy-{name}" in up.stdout
+        assert (paths.SECRETS_DIR / "supernodes" / f"{name}.key").exists()
+        assert (paths.DEPLOY_DIR / f"org-{name}" / "tls.crt").exists()
+        deadline = time.time() + 240
+        while online_by_org().get(name) != "online":
+            assert time.time() < deadline, f"{name}'s SuperNode did not come online: {online_by_org()}"
+            time.sleep(5)
+        wait_all_online(stack)
+        row = run_to_end(federation.submit("digits", 1))
+        assert row["status"] == "finished:completed", row
+        log = federation.admin(["log", row["run-id"], federation.ADMIN_CONNECTION], timeout=60).stdout
+        assert re.search(r"Sampled 4 nodes|Received 4 results", log), log[-2000:]
+    finally:
+        if saved is None:
+            local.unlink(missing_ok=True)
+        else:
+            local.write_text(saved)
+        up = stack.invoke("up", "--no-build", check=False)
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
+    assert f"supernode-{name}" not in stack.compose("ps", "--all", "--format", "{{.Service}}").stdout
+    stack.invoke("ca.revoke", f"org-{name}")
+    out = stack.invoke("fl.unregister", name).stdout
+    assert f"unregistered {name}'s SuperNode" in out
+    assert {n.name: n.status for n in federation.nodes()}[name] == "unregistered"
+    refused = stack.invoke("fl.unregister", stack.fed.organisations[0].name, check=False)
+    assert refused.returncode != 0 and "still an organisation" in refused.stdout + refused.stderr
+    wait_all_online(stack)

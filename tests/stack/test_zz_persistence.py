@@ -2,6 +2,8 @@
 import json
 
 import oidc
+from fedops import federation
+from test_federation import wait_all_online
 from kcadmin import admin_client, user
 from test_postgres import connect
 
@@ -27,6 +29,9 @@ def test_data_survives_down_and_up(stack):
         researcher["lastName"] = "Changed-In-Keycloak"
         assert admin.put(f"/users/{researcher['id']}", json=researcher).status_code == 204
 
+    runs_before = {r["run-id"] for r in federation.runs()}
+    nodes_before = {n.name: n.node_id for n in federation.nodes() if n.status != "unregistered"}
+
     stack.invoke("down")
     assert stack.compose("ps", "-q").stdout.strip() == ""
     stack.invoke("up", "--no-build")
@@ -35,6 +40,11 @@ def test_data_survives_down_and_up(stack):
         assert conn.execute("SELECT count(*) FROM persistence_probe").fetchone()[0] == count
     with admin_client(stack) as admin:
         assert user(admin, "researcher")["lastName"] == "Changed-In-Keycloak"
+    # The SuperLink's SQLite volume: earlier runs and the registered SuperNode keys (same
+    # node ids, no re-registration), and every site back online by itself.
+    assert runs_before and runs_before <= {r["run-id"] for r in federation.runs()}
+    assert {n.name: n.node_id for n in federation.nodes() if n.status != "unregistered"} == nodes_before
+    wait_all_online(stack)
     passwords = json.loads(stack.secret("keycloak_users"))
     tokens = oidc.device_flow_tokens(stack, "researcher", passwords["researcher"])
     assert tokens["access_token"]
