@@ -14,13 +14,7 @@ import pytest
 from fedops import compose, config, paths
 
 pytestmark = pytest.mark.stack
-LOOPBACK = Path(__file__).resolve().parent / "loopback"
-
-
-def loopback_env(fed: config.Federation) -> dict[str, str]:
-    """Environment for subprocesses (the flwr CLI) that must resolve the public names."""
-    return {**os.environ, "FL_TEST_DOMAIN": fed.domain,
-            "PYTHONPATH": os.pathsep.join([str(LOOPBACK), os.environ.get("PYTHONPATH", "")])}
+from stackenv import LOOPBACK, loopback_env  # noqa: F401 (loopback_env: for tests)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from flwr.supercore.credential_store import FileCredentialStore
 
 import kcadmin
 import oidc
-from conftest import loopback_env
+from stackenv import loopback_env
 from edge import client, handshake, https_port, tls_context
 from fedops import federation, paths
 

@@ -228,6 +228,22 @@ def test_the_fleet_host_serves_fleet_calls_only(stack):
             assert r.status_code == 404 and r.text == '{"detail":"Not Found"}\n', path
 
 
+def test_a_model_update_of_hundreds_of_megabytes_passes_the_edge(stack):
+    """300 MB through fleet.<domain> to the SuperLink, streamed (no 413, no timeout): the
+    SuperLink itself answers (it cannot parse the zeros as a push-object request)."""
+    size = 300 * 2**20
+    chunk = bytes(2**20)
+    since = utc_now()
+    with client(stack, org_cert("charlie")) as http:
+        http.timeout = httpx.Timeout(120)
+        r = http.post(fleet_url(stack, "push-object"), content=(chunk for _ in range(size // len(chunk))),
+                      headers={"Content-Type": "application/protobuf"})
+    assert r.status_code not in (413, 502, 504), (r.status_code, r.text[:300])
+    # the SuperLink answered (an upstream status), not the edge
+    wait_for_log(stack, "nginx", since,
+                 r"POST /v1/fleet/push-object .*ssl_client_verify=SUCCESS .*upstream_status=\d{3}")
+
+
 def test_no_client_certificate_is_refused(stack):
     since = utc_now()
     r = fleet_post(stack)

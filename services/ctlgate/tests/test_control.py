@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from conftest import ROLE, DeviceGrant, FakeKeycloak, Realm
+from fakekeycloak import ROLE, DeviceGrant, FakeKeycloak, Realm
 from ctlgate.control import GET_AUTH_TOKENS, GET_LOGIN_DETAILS, REFRESH_AUTH_TOKENS
 from flwr.common.constant import AuthnType
 from flwr.proto.control_pb2 import (

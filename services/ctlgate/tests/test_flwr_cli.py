@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DeviceGrant, FakeKeycloak, Realm
+from fakekeycloak import DeviceGrant, FakeKeycloak, Realm
 from ctlgate.control import LOGIN_PATHS
 from ctlgate.server import Handler, Server
 from flwr.proto.control_pb2 import ListRunsResponse

@@ -8,7 +8,7 @@ import threading
 import httpx
 import pytest
 
-from conftest import DeviceGrant, FakeKeycloak, Realm, make_config
+from fakekeycloak import DeviceGrant, FakeKeycloak, Realm, make_config
 from ctlgate.server import Gateway, Server
 from flwr.proto.control_pb2 import (
     GetAuthTokensRequest,

@@ -8,7 +8,7 @@ import json
 import jwt
 import pytest
 
-from conftest import AUDIENCE, ISSUER, KID, ROLE, Realm, jwk_of, new_rsa_key
+from fakekeycloak import AUDIENCE, ISSUER, KID, ROLE, Realm, jwk_of, new_rsa_key
 from ctlgate import tokens
 from ctlgate.tokens import JwksCache, JwksUnavailable, check_token, evaluate_token, parse_bearer
 
