@@ -20,6 +20,8 @@ def hooks():
 def up(c, profile=None, no_build=False):
     """Set up everything needed and start the stack in phase order, waiting for health."""
     profiles = list(profile or [])
+    from .. import preflight
+    preflight.docker_engine()   # first: nothing is prepared for an engine that is not there
     fed, restart = stack.prepare()
     stack.up(c, fed, profiles=profiles, build=not no_build, hooks=hooks(), restart=restart)
     print(f"\nThe federation is up: https://{fed.domain}/ (users' passwords: invoke secrets.password USER)")

@@ -83,3 +83,17 @@ def test_every_task_has_help():
         params = [a for a in t.get_arguments() if a.name not in ("c",)]
         for arg in params:
             assert arg.help, f"task {t.name}: option --{arg.name} has no help"
+
+
+def test_up_without_a_docker_engine_says_what_to_do(tmp_path):
+    """The real task, against an engine that is not there (a socket nobody listens on)."""
+    import os
+    import subprocess
+    from fedops import paths
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}
+    proc = subprocess.run([str(paths.ROOT / "invoke"), "up"], capture_output=True, text=True,
+                          env=env, cwd=paths.ROOT, timeout=120)
+    assert proc.returncode == 2
+    out = proc.stdout + proc.stderr
+    assert "the Docker engine does not answer" in out and "systemctl start docker" in out
+    assert "Traceback" not in out and "==> secrets" not in out   # stopped before preparing anything
