@@ -202,6 +202,15 @@ def wait_healthy(names: list[str], timeout: float = 600) -> None:
         time.sleep(2)
 
 
+def quiet(c, *args: str, profiles=()) -> None:
+    """`docker compose ARGS` without its progress lines; its output when it fails."""
+    result = compose.run(c, *args, profiles=profiles, echo=False, hide=True, warn=True)
+    if not result.ok:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-20:])
+        raise FedopsError(f"`docker compose {' '.join(args[:2])} ...` failed:\n{tail}",
+                          "see `invoke logs`; fix, then run `invoke up` again")
+
+
 # NGINX-based services load new certificates with a graceful reload: open connections
 # finish, SuperNodes behind a site proxy stay in their namespace.
 RELOADABLE = {"nginx"}
@@ -233,7 +242,7 @@ def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks=None,
         restart_ = [n for n in stale if n not in reload_]
         for name in reload_:
             print(f"    new certificates: reloading {name} (no restart)", flush=True)
-            compose.run(c, "exec", "-T", name, *RELOAD_COMMAND, profiles=profiles, echo=False, hide="out")
+            quiet(c, "exec", "-T", name, *RELOAD_COMMAND, profiles=profiles)
         # A SuperNode cut off while its site's certificate was refused (revoked, expired)
         # may sit in its restart back-off: start it now rather than in a minute.
         health = {s.service: s.health for s in ps()}
@@ -241,11 +250,10 @@ def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks=None,
         stuck = [n for n in stuck if n in health and health[n] != "healthy"]
         if stuck:
             print(f"    restarting {', '.join(stuck)} (cut off before the new certificate)", flush=True)
-            compose.run(c, "restart", *stuck, profiles=profiles, echo=False, hide="out")
+            quiet(c, "restart", *stuck, profiles=profiles)
         if restart_:
             print(f"    new certificates: restarting {', '.join(restart_)}", flush=True)
-            compose.run(c, "restart", *restart_, profiles=profiles, echo=False, hide="out")
-        compose.run(c, "up", "-d", "--no-build", "--remove-orphans", *names, profiles=profiles,
-                    hide="out")
+            quiet(c, "restart", *restart_, profiles=profiles)
+        quiet(c, "up", "-d", "--no-build", "--remove-orphans", *names, profiles=profiles)
         wait_healthy(names)
         print(f"    healthy in {time.time() - t0:.0f}s", flush=True)
