@@ -162,10 +162,11 @@ def phases(fed: config.Federation) -> list[tuple[str, list[str]]]:
     ]
 
 
-# A service down or restarting this long counts as a crash loop. Not shorter: flwr 1.42's
-# SuperNode never deactivates when stopped, so a recreated one is refused ("Failed to
-# activate SuperNode") until the SuperLink marks the old session offline (about a
-# minute) and its restart policy tries again with a growing back-off.
+# A service down or restarting this long counts as a crash loop. Not shorter: a SuperNode
+# recreated together with its site proxy could not deactivate on the way out (its way to
+# the SuperLink went first), so the new one is refused ("Failed to activate SuperNode")
+# until the SuperLink marks the old session offline (about a minute), and its restart
+# policy tries again with a growing back-off.
 CRASH_LOOP_AFTER = 100
 
 
