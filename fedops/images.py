@@ -21,34 +21,42 @@ def extra_ca() -> Path:
     return path
 
 
-def buildable(profiles=()) -> list[str]:
+def buildable(profiles=()) -> dict[str, str]:
     out = subprocess.run([*compose.argv(profiles), "config", "--format", "json"],
                          capture_output=True, text=True)
     if out.returncode != 0:
         raise FedopsError(f"docker compose rejected the configuration:\n{out.stderr.strip()}",
                           "fix the file it names")
     model = json.loads(out.stdout)
-    # Several services may share an image (one SuperNode image for every site): build it once.
+    # Several services may share an image (one SuperNode image for every site): build it
+    # once, through the first service that uses it. Returns {service: image}.
     first: dict[str, str] = {}
     for name, svc in sorted(model["services"].items()):
         if "build" in svc:
             first.setdefault(svc.get("image", name), name)
-    return sorted(first.values())
+    return {name: image for image, name in sorted(first.items(), key=lambda kv: kv[1])}
+
+
+def label(image: str) -> str:
+    """flfed/supernode:0.1.0 -> supernode"""
+    return image.rsplit("/", 1)[-1].split(":", 1)[0]
 
 
 def build(c, services: list[str] | None = None, profiles=(), no_cache: bool = False) -> None:
     extra_ca()
     known = buildable(profiles)
-    names = services or known
+    by_label = {label(image): name for name, image in known.items()}
+    names = [by_label.get(s, s) for s in services] if services else list(known)
     unknown = [s for s in names if s not in known]
     if unknown:
         raise FedopsError(f"no buildable service named {', '.join(unknown)}",
-                          f"choose from: {', '.join(known)}")
+                          f"choose from: {', '.join(sorted(by_label))}")
     # One image per service: build each once, in order, so progress reads per service.
-    print(f"==> images: {', '.join(names)}", flush=True)
+    shown = {n: label(known[n]) if n in known else n for n in names}
+    print(f"==> images: {', '.join(shown.values())}", flush=True)
     for i, name in enumerate(names, 1):
         t0 = time.time()
-        print(f"    [{i}/{len(names)}] {name} ...", flush=True)
+        print(f"    [{i}/{len(names)}] {shown[name]} ...", flush=True)
         args = ["build", "--progress", "plain"] + (["--no-cache"] if no_cache else []) + [name]
         result = compose.run(c, *args, profiles=profiles, echo=False, hide=True, warn=True)
         if not result.ok:

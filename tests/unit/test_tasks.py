@@ -97,3 +97,10 @@ def test_up_without_a_docker_engine_says_what_to_do(tmp_path):
     out = proc.stdout + proc.stderr
     assert "the Docker engine does not answer" in out and "systemctl start docker" in out
     assert "Traceback" not in out and "==> secrets" not in out   # stopped before preparing anything
+
+
+def test_image_labels_name_the_image_not_the_first_service_using_it():
+    from fedops import images
+    assert images.label("flfed/supernode:0.1.0") == "supernode"
+    assert images.label("registry.example/team/flfed/siteproxy:latest") == "siteproxy"
+    assert images.label("postgres") == "postgres"
