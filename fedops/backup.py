@@ -33,7 +33,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from . import compose, paths, stack
+from . import compose, paths, preflight, stack
 from .errors import FedopsError
 
 BACKUPS_DIR = paths.ROOT / "backups"
@@ -162,16 +162,6 @@ def verify(folder: Path) -> dict:
                           + "\n    ".join(problems),
                           "the backup is damaged or was changed: restore another one")
     return manifest
-
-
-def confirm(question: str, yes: bool) -> bool:
-    """True with --yes or when the user types yes; refuses without a terminal."""
-    if yes:
-        return True
-    if not sys.stdin.isatty():
-        raise FedopsError("restoring replaces live data and needs a confirmation",
-                          "run it in a terminal, or add --yes")
-    return input(f"{question} Type 'yes': ").strip() == "yes"
 
 
 def human(n: int) -> str:
@@ -414,7 +404,8 @@ def restore(folder: Path, yes: bool = False, with_ca_and_secrets: bool = False, 
     parts = (["ca/pki and secrets/"] if with_ca_and_secrets else []) + \
             (["the PostgreSQL databases " + ", ".join(manifest.get("postgres", {}).get("databases", [])),
               "the SuperLink state"] if running else [])
-    if not confirm(f"Replace {'; '.join(parts)} with the backup's?", yes):
+    if not preflight.confirm(f"Replace {'; '.join(parts)} with the backup's?", yes,
+                             "restoring replaces live data"):
         print("nothing restored")
         return False
     if with_ca_and_secrets:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import paths
+from . import compose, config, federation, ownership, paths, secrets, stack
 from .errors import FedopsError
 from .services import SUPERNODE_UID
 
@@ -483,10 +483,6 @@ def merge_peaks(into: dict[str, dict], new: dict[str, dict]) -> None:
 
 
 # ================================================================ the full stack
-def strip_ansi(text: str) -> str:
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)
-
-
 def strip_level(text: str) -> str:
     return re.sub(r"^(INFO|WARNING|ERROR)\s*:\s*", "", text)
 
@@ -506,11 +502,10 @@ def count_replies(text: str, stats: dict) -> None:
 def show_progress(prefix: str, stats: dict | None = None):
     """A log-line callback that shows only the round lines, failures and the final
     accuracies, and counts the replies into `stats`."""
-    from . import federation
     stats = {} if stats is None else stats
 
     def on_line(line: str) -> None:
-        text = strip_ansi(line).strip()
+        text = federation.strip_ansi(line).strip()
         count_replies(text, stats)
         if REPLIES_RE.search(text) and not text.endswith(" 0 failures"):
             log(f"  {prefix} | {strip_level(text)}")
@@ -541,7 +536,6 @@ def online_organisations(nodes, org_names: list[str]) -> list[str]:
 def check_stack(fed, wait: float = 60) -> list[str]:
     """The stack must be up: the SuperLink running and at least two organisations'
     SuperNodes online (waits up to `wait` s for all). Returns the organisations online."""
-    from . import federation, stack
     try:
         states = {s.service: s for s in stack.ps()}
     except FedopsError as exc:
@@ -567,7 +561,6 @@ def check_stack(fed, wait: float = 60) -> list[str]:
 def time_stack(rounds: int, overrides: dict | None = None, timeout: float = 1800, label: str = "stack",
                org_names=()) -> Timing:
     """One run on the full stack, exactly as `invoke fl.run` does it."""
-    from . import federation
     nodes = count_online(federation.nodes(), set(org_names))[1]   # before the clock starts
     t0 = time.monotonic()
     run_id = federation.submit(APP, rounds, overrides)
@@ -646,7 +639,7 @@ class BareFederation:
             text = (Path(self.tmp.name) / logname).read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(strip_ansi(text).splitlines()[-lines:])
+        return "\n".join(federation.strip_ansi(text).splitlines()[-lines:])
 
     def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(["flwr", *args], env=self.env, capture_output=True, text=True,
@@ -720,7 +713,6 @@ class BareFederation:
         return runs[0]
 
     def time_run(self, rounds: int, timeout: float = 1800) -> Timing:
-        from . import federation
         t0 = time.monotonic()
         proc = self.flwr(*flwr_run_argv(self.app_dir, BARE_CONNECTION, federation.run_config(rounds))[1:],
                          timeout=300)
@@ -787,18 +779,6 @@ def sigint_deferred():
 
 
 # ================================================================ capacity
-def new_supernode_key() -> tuple[bytes, str]:
-    """A fresh SuperNode key: (OpenSSH EC P-384 private key, public key line)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    key = ec.generate_private_key(ec.SECP384R1())
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode()
-    return private, public
-
-
 def bench_container_spec(index: int, token: str, image: str, site_container_id: str, key_path: Path,
                          ca_path: Path, partition_id: int, num_partitions: int) -> dict:
     """docker SDK `containers.run` arguments of one extra SuperNode: the sites' image,
@@ -874,17 +854,16 @@ class BenchNodes:
 
     def add(self, count: int) -> None:
         """Register and start `count` more SuperNodes (round-robin over the sites)."""
-        from . import federation, ownership
         num = len(self.fed.organisations)
         for _ in range(count):
             index = len(self.containers)
             org, site_id = self.sites[index % len(self.sites)]
-            private, public = new_supernode_key()
+            name = f"bench-{self.token}-{index}"
+            private, public = secrets.new_supernode_key(name)
             key_path = Path(self.tmp.name) / f"supernode-{index}.key"
             key_path.write_bytes(private)
             ownership.give(key_path, SUPERNODE_UID, 0o400)
-            name = f"bench-{self.token}-{index}"
-            state, node_id = federation.register_key(public + f" {name}\n", name)
+            state, node_id = federation.register_key(public, name)
             if state != "registered" or not node_id:
                 raise FedopsError(f"registering the bench SuperNode {name} gave {state}",
                                   "see `invoke logs --service superlink`")
@@ -894,7 +873,6 @@ class BenchNodes:
             self.containers.append(self.client.containers.run(**spec))
 
     def wait_online(self, timeout: float = ONLINE_TIMEOUT) -> bool:
-        from . import federation
         deadline = time.time() + timeout
         while True:
             online = {str(n.node_id) for n in federation.nodes() if n.status == "online"}
@@ -904,7 +882,7 @@ class BenchNodes:
             stopped = self.stopped()
             if stopped or time.time() > deadline:
                 for ctr in stopped:
-                    tail = strip_ansi(ctr.logs(tail=4).decode(errors="replace")).strip().replace("\n", " | ")
+                    tail = federation.strip_ansi(ctr.logs(tail=4).decode(errors="replace")).strip().replace("\n", " | ")
                     log(f"  bench SuperNode {ctr.name} stopped: {tail[-400:]}")
                 if not stopped:
                     log(f"  {len(missing)} bench SuperNode(s) not online after {timeout:.0f} s")
@@ -931,7 +909,6 @@ class BenchNodes:
 
     def close(self) -> list[str]:
         """Remove our containers, unregister our keys, delete the keys; returns problems."""
-        from . import federation
         problems = []
         for ctr in self.client.containers.list(all=True, filters={"label": self.label_filter}):
             try:
@@ -966,7 +943,6 @@ def probe_capacity(client, project: str, fed, base: int, cap: int, sampler: Memo
     the organisations' count; appends a CapacityStep per step (kept on errors). A step
     that fails is tried once more (the stack is shared: a restarted SuperLink or site is
     no capacity limit)."""
-    from . import federation
     orgs = [o.name for o in fed.organisations]
     with BenchNodes(client, project, fed) as extra:
         for target in capacity_steps(base, cap, len(orgs)):
@@ -1017,7 +993,6 @@ def _peak_supernode(sampler: MemorySampler) -> int | None:
 def run(rounds: int = 3, repeat: int = 2, max_supernodes: int = 12, skip_capacity: bool = False,
         report: Path = REPORT) -> Result:
     import docker
-    from . import compose, config
 
     if rounds < 1 or repeat < 1:
         raise FedopsError("--rounds and --repeat must be at least 1", "e.g. invoke bench --rounds 3 --repeat 2")

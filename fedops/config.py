@@ -155,7 +155,7 @@ def parse(data: dict, source: str = "federation.yaml") -> Federation:
 
     raw_ca = _need(data, "ca", "", source)
     if not isinstance(raw_ca, dict):
-        raise FedopsError(f"{source}: 'ca' must be a mapping", f"see federation.yaml for its keys")
+        raise FedopsError(f"{source}: 'ca' must be a mapping", "see federation.yaml for its keys")
     ca_fields = {k: str(_need(raw_ca, k, "ca.", source))
                  for k in ("common_name", "organisation", "unit", "country", "province", "city", "email")}
     if not re.fullmatch(r"[A-Z]{2}", ca_fields["country"]):

@@ -202,12 +202,27 @@ def follow(run_id: str, on_line=print, timeout: float = 1800, *, log_argv: list[
             proc.kill()
     # `flwr log --stream` ends with the run; its status is the truth (`flwr run` exits 0
     # even for failed runs).
-    deadline = time.time() + 60
+    return wait_finished(run_id, timeout=60, status=status)
+
+
+def wait_finished(run_id: str, timeout: float = 600, status=None, poll: float = 2) -> dict:
+    """Poll the run's status row until it is finished:* or `timeout` seconds pass; return
+    the last row. `status` replaces `run_status` (e.g. the flwr CLI through the edge)."""
+    status = status or run_status
+    deadline = time.time() + timeout
     while True:
         row = status(run_id)
         if row["status"].startswith("finished") or time.time() > deadline:
             return row
-        time.sleep(2)
+        time.sleep(poll)
+
+
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def strip_ansi(text: str) -> str:
+    """Without the terminal colours flwr puts into its logs."""
+    return ANSI_RE.sub("", text)
 
 
 # ---------------------------------------------------------------- researchers' connection

@@ -284,14 +284,18 @@ def status(pki: PKI) -> tuple[list[CertStatus], dt.datetime | None]:
         rows.append(CertStatus(name, cert.subject.rfc4514_string(), cert_sans(cert),
                                cert.not_valid_after_utc, verifies(cert, ca), pki.is_revoked(cert),
                                describe_key(cert)))
-    # Revoked and not re-issued: easy-rsa moved it away; the copy still deployed (which
-    # the edge refuses) shows what was revoked.
-    for name in sorted(pki.revoked_names() - set(pki.issued())):
-        deployed = pki.dir.parent / "deploy" / name / "tls.crt"
-        if deployed.exists():
-            cert = load_cert(deployed)
-            rows.append(CertStatus(name, cert.subject.rfc4514_string(), cert_sans(cert),
-                                   cert.not_valid_after_utc, verifies(cert, ca), True, describe_key(cert)))
+    # Revoked and not re-issued: easy-rsa keeps the certificate under revoked/ (by serial).
+    revoked_away = pki.revoked_names() - set(pki.issued())
+    latest: dict[str, x509.Certificate] = {}
+    for path in sorted((pki.dir / "revoked" / "certs_by_serial").glob("*.crt")):
+        cert = load_cert(path)
+        name = common_name(cert)
+        if name in revoked_away and (name not in latest
+                                     or cert.not_valid_before_utc > latest[name].not_valid_before_utc):
+            latest[name] = cert
+    for name, cert in sorted(latest.items()):
+        rows.append(CertStatus(name, cert.subject.rfc4514_string(), cert_sans(cert),
+                               cert.not_valid_after_utc, verifies(cert, ca), True, describe_key(cert)))
     next_update = None
     if pki.crl.exists():
         crl = x509.load_pem_x509_crl(pki.crl.read_bytes())

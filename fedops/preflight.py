@@ -5,6 +5,7 @@ import errno
 import shutil
 import socket
 import subprocess
+import sys
 
 from .errors import FedopsError
 
@@ -46,3 +47,13 @@ def ports(published: list[tuple[str, int, str]], ours: set[int]) -> None:
             raise FedopsError(
                 f"port {port} on {address} is in use by another program",
                 f"stop that program, or choose another port: {setting}=<port> in .env.local")
+
+
+def confirm(question: str, yes: bool, action: str) -> bool:
+    """Before a destructive action: True with --yes or when the user types yes; refuses
+    without a terminal (naming `action`, e.g. "restoring replaces live data")."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise FedopsError(f"{action} and needs a confirmation", "run it in a terminal, or add --yes")
+    return input(f"{question} Type 'yes': ").strip() == "yes"

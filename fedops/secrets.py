@@ -84,18 +84,25 @@ def generate(fed: Federation, folder: Path = paths.SECRETS_DIR, rotate: tuple[st
     return result
 
 
-def ensure_supernode_key(folder: Path, org: str) -> str:
+def new_supernode_key(comment: str) -> tuple[bytes, str]:
     """A SuperNode authentication key: OpenSSH EC P-384 (the OPS manual's curve; flwr
-    refuses Ed25519), no passphrase. The .pub is what gets registered with the SuperLink."""
+    refuses Ed25519), no passphrase. Returns (private key, public key line); the public
+    line is what gets registered with the SuperLink."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private, f"{public.decode()} {comment}\n"
+
+
+def ensure_supernode_key(folder: Path, org: str) -> str:
+    """An organisation's SuperNode key in folder/<org>.key and .pub (never overwritten)."""
     key_path, pub_path = folder / f"{org}.key", folder / f"{org}.pub"
     if key_path.exists() and pub_path.exists():
         return "kept"
-    key = ec.generate_private_key(ec.SECP384R1())
-    priv = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                             serialization.NoEncryption())
-    pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    _write(key_path, priv, 0o400)
-    _write(pub_path, pub + f" supernode-{org}\n".encode(), 0o444)
+    private, public = new_supernode_key(f"supernode-{org}")
+    _write(key_path, private, 0o400)
+    _write(pub_path, public, 0o444)
     return "created"
 
 

@@ -212,10 +212,13 @@ def quiet(c, *args: str, profiles=()) -> None:
                           "see `invoke logs`; fix, then run `invoke up` again")
 
 
-# NGINX-based services load new certificates with a graceful reload: open connections
-# finish, SuperNodes behind a site proxy stay in their namespace.
-RELOADABLE = {"nginx"}
 RELOAD_COMMAND = ("python3", "/usr/local/bin/entrypoint.py", "reload")
+
+
+def reloads_certificates(service: str) -> bool:
+    """The NGINX-based services (the edge, the site proxies) load new certificates with a
+    graceful reload: open connections finish, SuperNodes stay in their proxy's namespace."""
+    return service == "nginx" or service.startswith("siteproxy-")
 
 
 def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks=None,
@@ -239,7 +242,7 @@ def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks=None,
         t0 = time.time()
         running = {s.service for s in ps() if s.state == "running"}
         stale = [n for n in names if n in restart and n in running]
-        reload_ = [n for n in stale if n in RELOADABLE or n.startswith("siteproxy-")]
+        reload_ = [n for n in stale if reloads_certificates(n)]
         restart_ = [n for n in stale if n not in reload_]
         for name in reload_:
             print(f"    new certificates: reloading {name} (no restart)", flush=True)
@@ -247,7 +250,7 @@ def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks=None,
         # A SuperNode cut off while its site's certificate was refused (revoked, expired)
         # may sit in its restart back-off: start it now rather than in a minute.
         health = {s.service: s.health for s in ps()}
-        stuck = [f"supernode-{n[len('siteproxy-'):]}" for n in reload_ if n.startswith("siteproxy-")]
+        stuck = [n.replace("siteproxy-", "supernode-", 1) for n in reload_ if n.startswith("siteproxy-")]
         stuck = [n for n in stuck if n in health and health[n] != "healthy"]
         if stuck:
             print(f"    restarting {', '.join(stuck)} (cut off before the new certificate)", flush=True)

@@ -25,6 +25,7 @@ def run(c, rounds=3, app="digits", quiet=False):
     metrics = {}
 
     def show(line):
+        line = federation.strip_ansi(line)
         found = federation.METRIC_RE.findall(line)
         rnd = federation.ROUND_RE.search(line)
         if rnd:

@@ -3,7 +3,7 @@ import sys
 
 from invoke import task
 
-from .. import compose, config, paths, pki, render, stack
+from .. import compose, config, paths, pki, preflight, render, stack
 from . import clear_errors
 
 
@@ -20,7 +20,6 @@ def hooks():
 def up(c, profile=None, no_build=False):
     """Set up everything needed and start the stack in phase order, waiting for health."""
     profiles = list(profile or [])
-    from .. import preflight
     preflight.docker_engine()   # first: nothing is prepared for an engine that is not there
     fed, restart = stack.prepare()
     stack.up(c, fed, profiles=profiles, build=not no_build, hooks=hooks(), restart=restart)
@@ -34,13 +33,10 @@ def down(c, volumes=False, yes=False):
     """Stop the stack, keeping data (--volumes wipes it after a confirmation)."""
     args = ["down", "--remove-orphans"]
     if volumes:
-        if not yes:
-            if not sys.stdin.isatty():
-                raise stack.FedopsError("--volumes deletes all data and needs a confirmation",
-                                        "run it in a terminal, or add --yes")
-            if input("Delete all data volumes (databases, SuperLink state)? Type 'yes': ").strip() != "yes":
-                print("nothing deleted")
-                return
+        if not preflight.confirm("Delete all data volumes (databases, SuperLink state)?", yes,
+                                 "--volumes deletes all data"):
+            print("nothing deleted")
+            return
         args.append("--volumes")
     compose.run(c, *args, profiles=["tools", "gpu"] if compose.GPU_OVERLAY.exists() else ["tools"])
 

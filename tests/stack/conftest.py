@@ -2,7 +2,6 @@
 tested from outside: through 127.0.0.1 and the published ports, with the project CA."""
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -13,8 +12,9 @@ import pytest
 
 from fedops import compose, config, paths
 
+from stackenv import LOOPBACK
+
 pytestmark = pytest.mark.stack
-from stackenv import LOOPBACK, loopback_env  # noqa: F401 (loopback_env: for tests)
 
 
 @dataclass

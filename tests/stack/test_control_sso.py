@@ -348,12 +348,9 @@ def test_flwr_run_through_the_edge_completes_a_one_round_run(stack, researcher):
     started = flwr_json(stack, home, "run", str(APP), CONNECTION, "--run-config", "num-server-rounds=1")
     assert started["success"] is True and started["fab-name"] == "digits"
     run_id = started["run-id"]
-    deadline = time.time() + 300
-    while True:
-        row = flwr_json(stack, home, "ls", CONNECTION, "--run-id", run_id)["runs"][0]
-        if row["status"].startswith("finished") or time.time() > deadline:
-            break
-        time.sleep(3)
+    row = federation.wait_finished(
+        run_id, timeout=300, poll=3,
+        status=lambda rid: flwr_json(stack, home, "ls", CONNECTION, "--run-id", rid)["runs"][0])
     assert row["status"] == "finished:completed", row
     log = flwr(stack, home, "log", run_id, CONNECTION, "--show")
     assert log.returncode == 0, log.stderr

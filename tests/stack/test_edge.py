@@ -5,7 +5,7 @@ import subprocess
 import httpx
 import pytest
 
-from edge import client, handshake, https_port
+from edge import client, handshake
 
 PREFIXES = ["", "auth", "fleet", "control", "hub", "grafana", "prometheus"]
 WEAK_TLS12 = ["AES128-SHA", "AES256-GCM-SHA384", "DES-CBC3-SHA", "ECDHE-RSA-AES128-SHA",

@@ -4,7 +4,6 @@ restarts. Tests that disturb the federation (revocation, restarts) run last, in 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import shutil
 import subprocess
@@ -12,14 +11,13 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
 from edge import client, https_port
-from fedops import federation, paths
+from fedops import federation, paths, secrets
+from fedops import stack as stack_ops
+from testcerts import make_ca, make_leaf, pem_cert, pem_key
 
 ROUND_ROW = re.compile(r"^\s*(\d+)\s+([0-9.]+)\s+([0-9.]+)\s*$", re.M)
 
@@ -51,42 +49,19 @@ def wait_for_log(stack, service: str, since: str, pattern: str, timeout: float =
         time.sleep(1)
 
 
-def new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP384R1())
+def cert_files(tmp: Path, name: str, leaf) -> tuple[str, str]:
+    """A (key, certificate) pair written as PEM files: (certificate path, key path)."""
+    crt, key = tmp / f"{name}.crt", tmp / f"{name}.key"
+    crt.write_bytes(pem_cert(leaf[1]))
+    key.write_bytes(pem_key(leaf[0]))
+    return str(crt), str(key)
 
 
-def client_cert(tmp: Path, name: str, issuer_key, issuer_name: x509.Name, *, days: tuple[int, int] = (-1, 30),
-                org: str = "Intruder Org") -> tuple[str, str]:
-    """A client certificate (PEM files) for `name`, signed by issuer_key; days: validity
-    relative to now (negative = in the past)."""
-    key = new_key()
-    now = dt.datetime.now(dt.timezone.utc)
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
-                         x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now + dt.timedelta(days=days[0]))
-            .not_valid_after(now + dt.timedelta(days=days[1]))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(issuer_key, hashes.SHA384()))
-    crt, pem = tmp / f"{name}.crt", tmp / f"{name}.key"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
-    return str(crt), str(pem)
-
-
-def other_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Name]:
-    return new_key(), x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Some Other CA")])
-
-
-def project_ca() -> tuple[object, x509.Name]:
-    """The project CA's key and name: the operator's test may sign with it (it is how an
-    expired certificate from the right CA is made without waiting a year)."""
+def project_ca():
+    """The project CA's key and certificate: the operator's test may sign with it (it is
+    how an expired certificate from the right CA is made without waiting a year)."""
     key = serialization.load_pem_private_key((paths.PKI_DIR / "private" / "ca.key").read_bytes(), None)
-    cert = x509.load_pem_x509_certificate((paths.PKI_DIR / "ca.crt").read_bytes())
-    return key, cert.subject
+    return key, x509.load_pem_x509_certificate((paths.PKI_DIR / "ca.crt").read_bytes())
 
 
 def org_cert(org: str) -> tuple[str, str]:
@@ -110,25 +85,8 @@ def wait_all_online(stack, timeout: float = 240) -> None:
         time.sleep(3)
 
 
-def wait_healthy(stack, service: str, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while stack.compose("ps", "--format", "{{.Health}}", service).stdout.strip() != "healthy":
-        if time.time() > deadline:
-            raise AssertionError(f"{service} not healthy after {timeout:.0f}s:\n{stack.logs(service)[-2000:]}")
-        time.sleep(2)
-
-
 def container_id(stack, service: str) -> str:
     return stack.compose("ps", "-q", service).stdout.strip()
-
-
-def run_to_end(run_id: str, timeout: float = 600) -> dict:
-    deadline = time.time() + timeout
-    while True:
-        row = federation.run_status(run_id)
-        if row["status"].startswith("finished") or time.time() > deadline:
-            return row
-        time.sleep(3)
 
 
 def round_table(output: str) -> dict[int, tuple[float, float]]:
@@ -252,17 +210,15 @@ def test_no_client_certificate_is_refused(stack):
 
 
 def test_a_certificate_from_another_ca_is_refused(stack, tmp_path):
-    key, name = other_ca()
     since = utc_now()
-    r = fleet_post(stack, client_cert(tmp_path, "impostor", key, name))
+    r = fleet_post(stack, cert_files(tmp_path, "impostor", make_leaf(make_ca("Some Other CA"), "impostor")))
     assert r.status_code == 400 and "SSL certificate error" in r.text
     wait_for_log(stack, "nginx", since, r"400 .*ssl_client_verify=FAILED:unable to (get local issuer|verify).*CN=impostor")
 
 
 def test_an_expired_certificate_is_refused(stack, tmp_path):
-    key, name = project_ca()
     since = utc_now()
-    r = fleet_post(stack, client_cert(tmp_path, "expired-site", key, name, days=(-30, -1)))
+    r = fleet_post(stack, cert_files(tmp_path, "expired-site", make_leaf(project_ca(), "expired-site", expired=True)))
     assert r.status_code == 400 and "SSL certificate error" in r.text
     wait_for_log(stack, "nginx", since, r"400 .*ssl_client_verify=FAILED:certificate has expired.*CN=expired-site")
 
@@ -271,8 +227,7 @@ def test_a_supernode_whose_key_was_never_registered_is_refused(stack, tmp_path):
     """A SuperNode at a real site (alpha's proxy, a valid organisation certificate) with a
     key nobody registered: the SuperLink refuses to activate it and it exits."""
     key = tmp_path / "unregistered_key"
-    key.write_bytes(new_key().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                            serialization.NoEncryption()))
+    key.write_bytes(secrets.new_supernode_key("never-registered")[0])
     key.chmod(0o444)
     proxy = container_id(stack, "siteproxy-alpha")
     image = subprocess.run(["docker", "inspect", "--format", "{{.Config.Image}}", container_id(stack, "supernode-alpha")],
@@ -326,7 +281,7 @@ def test_superlink_restart_keeps_runs_and_nodes_reconnect(stack):
     before = {r["run-id"] for r in federation.runs()}
     assert before, "no runs yet: the run test should have made one"
     stack.compose("restart", "superlink")
-    wait_healthy(stack, "superlink")
+    stack_ops.wait_healthy(["superlink"])
     assert before <= {r["run-id"] for r in federation.runs()}
     wait_all_online(stack)
 
@@ -341,25 +296,23 @@ def test_a_supernode_killed_during_a_run_is_restarted_and_the_next_run_completes
         assert time.time() < deadline, "the run did not start"
         time.sleep(1)
     time.sleep(5)
-    # A crash, not a stop: SIGKILL to the flower-supernode process (PID 1 is the init).
-    kill = ("import os,signal\n"
-            "for p in filter(str.isdigit, os.listdir('/proc')):\n"
-            "    cmd = open(f'/proc/{p}/cmdline','rb').read().split(b'\\0')\n"
-            "    if int(p) != os.getpid() and any(a.endswith(b'flower-supernode') for a in cmd[:2]):\n"
-            "        os.kill(int(p), signal.SIGKILL)\n")
-    stack.compose("exec", "-T", "supernode-bravo", "python3", "-c", kill, check=False)
+    # A crash, not a stop: SIGKILL to the flower-supernode process (PID 1 is the init),
+    # found the way the image's own healthcheck finds it.
+    kill = ("import os, signal, sys; sys.path.insert(0, '/usr/local/bin'); import entrypoint\n"
+            "for pid in entrypoint.supernode_pids(): os.kill(pid, signal.SIGKILL)")
+    stack.compose("exec", "-T", "supernode-bravo", "python3", "-c", kill)
     deadline = time.time() + 120
     while int(subprocess.run(["docker", "inspect", "--format", "{{.RestartCount}}", ctr],
                              capture_output=True, text=True).stdout or 0) <= restarts:
         assert time.time() < deadline, "supernode-bravo was not restarted by its restart policy"
         time.sleep(2)
-    wait_healthy(stack, "supernode-bravo")
-    interrupted = run_to_end(run_id, timeout=300)
+    stack_ops.wait_healthy(["supernode-bravo"])
+    interrupted = federation.wait_finished(run_id, timeout=300)
     if not interrupted["status"].startswith("finished"):
         federation.admin(["stop", run_id, federation.ADMIN_CONNECTION], check=False)
     wait_all_online(stack)
     next_run = federation.submit("digits", 1)
-    row = run_to_end(next_run)
+    row = federation.wait_finished(next_run)
     assert row["status"] == "finished:completed", row
 
 
@@ -388,7 +341,7 @@ def test_an_organisation_added_to_the_config_joins_with_invoke_up_and_can_be_off
             assert time.time() < deadline, f"{name}'s SuperNode did not come online: {online_by_org()}"
             time.sleep(5)
         wait_all_online(stack)
-        row = run_to_end(federation.submit("digits", 1))
+        row = federation.wait_finished(federation.submit("digits", 1))
         assert row["status"] == "finished:completed", row
         log = federation.admin(["log", row["run-id"], federation.ADMIN_CONNECTION], timeout=60).stdout
         assert re.search(r"Sampled 4 nodes|Received 4 results", log), log[-2000:]

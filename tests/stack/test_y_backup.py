@@ -9,10 +9,7 @@ import time
 
 import pytest
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from fedops import backup, federation
+from fedops import backup, federation, secrets
 from fedops.stack import ps as stack_ps
 from test_federation import wait_all_online
 from test_postgres import connect
@@ -20,12 +17,6 @@ from test_postgres import connect
 
 def runs() -> dict[str, str]:
     return {r["run-id"]: r["status"] for r in federation.runs()}
-
-
-def probe_key() -> str:
-    key = ec.generate_private_key(ec.SECP384R1())
-    return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                         serialization.PublicFormat.OpenSSH).decode() + " backup-probe\n"
 
 
 @pytest.fixture
@@ -81,7 +72,7 @@ def test_backup_then_restore_brings_the_state_back(stack, private_tmp):
     # ---- change the state: the marker row goes, a SuperNode key is registered
     with connect(stack, "flower") as conn:
         conn.execute("DELETE FROM backup_probe WHERE note = %s", (marker,))
-    state, probe_id = federation.register_key(probe_key(), "backupprobe")
+    state, probe_id = federation.register_key(secrets.new_supernode_key("backup-probe")[1], "backupprobe")
     assert state == "registered"
     try:
         assert "backupprobe" in federation.node_names().values()

@@ -117,22 +117,17 @@ def test_bench_container_matches_the_sites_and_is_labelled(tmp_path):
     assert spec["volumes"][str(tmp_path / "k")] == {"bind": "/etc/fl/site/supernode_key", "mode": "ro"}
 
 
-def test_bench_keys_are_openssh_ec_p384():
-    import importlib.util
-    private, public = bench.new_supernode_key()
+def test_supernode_keys_are_openssh_ec_p384_and_pass_the_images_check(tmp_path):
+    from fedops import secrets
+    from testcerts import load_entrypoint
+    private, public = secrets.new_supernode_key("bench-x")
     assert private.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
-    assert public.startswith("ecdsa-sha2-nistp384 ")
-    spec = importlib.util.spec_from_file_location(
-        "sn_entry", Path(bench.paths.SERVICES_DIR / "supernode" / "entrypoint.py"))
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
-    import os
-    import tempfile
-    with tempfile.TemporaryDirectory() as d:
-        key = Path(d) / "k"
-        key.write_bytes(private)
-        os.chmod(key, 0o400)
-        assert entry.key_problems(key) == []      # what the SuperNode image checks
+    assert public.startswith("ecdsa-sha2-nistp384 ") and public.endswith(" bench-x\n")
+    entry = load_entrypoint(bench.paths.SERVICES_DIR / "supernode" / "entrypoint.py", "sn_entry")
+    key = tmp_path / "k"
+    key.write_bytes(private)
+    key.chmod(0o400)
+    assert entry.key_problems(key) == []      # what the SuperNode image checks
 
 
 def result(stack=(40.0, 42.0), bare=(38.0, 39.0), capacity=()):

@@ -101,6 +101,8 @@ def test_revoked_certificate_fails_crl_check_and_is_not_reissued(ca, fed_module)
     result = openssl_verify(ca, ca.dir / "old.crt", "-crl_check", "-CRLfile", str(ca.crl))
     assert result.returncode != 0 and "revoked" in (result.stdout + result.stderr)
     assert ca.ensure("org-charlie", ["DNS:supernode-charlie"], kind="serverClient") == "revoked"
+    rows = {r.name: r for r in pki.status(ca)[0]}
+    assert rows["org-charlie"].state == "REVOKED"     # listed by ca.status although not issued
     ca.reinstate("org-charlie")
     assert ca.ensure("org-charlie", ["DNS:supernode-charlie"], kind="serverClient") == "issued"
 

@@ -1,5 +1,4 @@
 """services/postgres/entrypoint.py's pure parts: pg_hba and the reconcile SQL."""
-import os
 
 import pytest
 

@@ -35,7 +35,6 @@ def test_every_configured_user_gets_a_password_and_new_ones_are_added(fed, tmp_p
     users = json.loads((folder / secrets.USERS_FILE).read_text())
     assert set(users) == {u.username for u in fed.users}
     from fedops import config
-    raw = fed.public()
     bigger = config.Federation(fed.domain, fed.ca, fed.organisations,
                                fed.users + (config.User("newbie", "n@x.org", "N", "B", "alpha", ()),))
     secrets.generate(bigger, folder)

@@ -1,6 +1,6 @@
 """Tasks build the right command lines (invoke's MockContext; nothing runs)."""
 import pytest
-from invoke import Context, Exit, MockContext, Result
+from invoke import Exit, MockContext, Result
 
 from fedops import compose, paths
 from fedops.tasks import stack as stack_tasks
@@ -70,7 +70,6 @@ def test_port_in_use_says_which_setting_to_change():
 
 def test_every_task_has_help():
     import tasks
-    from invoke import Collection
 
     def walk(coll):
         for t in coll.tasks.values():
