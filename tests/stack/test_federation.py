@@ -300,7 +300,10 @@ def test_a_supernode_killed_during_a_run_is_restarted_and_the_next_run_completes
     # found the way the image's own healthcheck finds it.
     kill = ("import os, signal, sys; sys.path.insert(0, '/usr/local/bin'); import entrypoint\n"
             "for pid in entrypoint.supernode_pids(): os.kill(pid, signal.SIGKILL)")
-    stack.compose("exec", "-T", "supernode-bravo", "python3", "-c", kill)
+    # The container's init exits with the SuperNode, and Docker may end this exec session
+    # with it (137) before it returns: both are fine; the restart count below is the proof.
+    killed = stack.compose("exec", "-T", "supernode-bravo", "python3", "-c", kill, check=False)
+    assert killed.returncode in (0, 137), killed.stderr
     deadline = time.time() + 120
     while int(subprocess.run(["docker", "inspect", "--format", "{{.RestartCount}}", ctr],
                              capture_output=True, text=True).stdout or 0) <= restarts:
