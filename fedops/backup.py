@@ -33,8 +33,9 @@ import tarfile
 import time
 from pathlib import Path
 
-from . import compose, paths, preflight, stack
+from . import compose, config, federation, paths, preflight, stack
 from .errors import FedopsError
+from .services import by_name
 
 BACKUPS_DIR = paths.ROOT / "backups"
 MANIFEST = "manifest.json"
@@ -44,8 +45,8 @@ MAINTENANCE_DB = "postgres"           # never dropped: the entrypoint connects t
 DB_CONSUMERS = ("keycloak", "jupyterhub", "grafana")   # services to stop during a restore
 GLOBALS_FILE = "postgres-globals.sql"
 SUPERLINK_FILE = "superlink-state.db"
-SUPERLINK_DB = "/data/state.db"
-SUPERLINK_USER = "10040:10040"
+SUPERLINK_DB = federation.SUPERLINK_STATE_DB
+SUPERLINK_USER = f"{by_name('superlink').uid}:{by_name('superlink').uid}"
 CA_TAR, SECRETS_TAR, CONFIG_TAR = "ca-pki.tar", "secrets.tar", "config.tar"
 CONFIG_FILES = (paths.CONFIG, paths.LOCAL_CONFIG, paths.ROOT / ".env.local")
 SECRETS_COMMITTED = {".gitignore", "README.md"}   # in secrets/, but not secrets
@@ -76,9 +77,9 @@ finally:
 
 # In a one-off container of the SuperLink image with its volume: replace the state file
 # (stale WAL and shared-memory files would be replayed onto it, so they go too).
-SQLITE_PUT_SH = ("set -e; cat > /data/.state.db.restore; "
-                 "rm -f /data/state.db-wal /data/state.db-shm /data/state.db-journal; "
-                 "chmod 0644 /data/.state.db.restore; mv /data/.state.db.restore /data/state.db")
+SQLITE_PUT_SH = (f"set -e; cat > {SUPERLINK_DB}.restore; "
+                 f"rm -f {SUPERLINK_DB}-wal {SUPERLINK_DB}-shm {SUPERLINK_DB}-journal; "
+                 f"chmod 0644 {SUPERLINK_DB}.restore; mv {SUPERLINK_DB}.restore {SUPERLINK_DB}")
 
 
 # ---------------------------------------------------------------- files and manifest
@@ -334,7 +335,6 @@ def restore_ca_and_secrets(folder: Path) -> list[str]:
             target.rmdir()
         _extract(folder / tar_name, str(target.relative_to(paths.ROOT)))
         done.append(str(target.relative_to(paths.ROOT)))
-    from . import config
     try:
         stack.give_supernode_keys(config.load())
     except (FedopsError, FileNotFoundError) as exc:
@@ -421,7 +421,6 @@ def restore(folder: Path, yes: bool = False, with_ca_and_secrets: bool = False, 
     stack.step("SuperLink state")
     restore_superlink(folder)
     stack.step("SuperNode keys and health")
-    from . import config, federation
     federation.register_all(None, config.load())
     names = [s.service for s in stack.ps() if s.state in ("running", "restarting")]
     stack.wait_healthy(names)

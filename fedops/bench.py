@@ -362,15 +362,13 @@ def machine_info() -> dict[str, str]:
         info["memory"] = f"{total / 1024 ** 3:.1f} GiB"
     except OSError:
         info["memory"] = "?"
-    try:
-        import docker
-        info["docker"] = docker.from_env().version().get("Version", "?")
-    except Exception:  # noqa: BLE001 - informational only
-        info["docker"] = "?"
+    info["docker"] = "?"
     info["flwr"] = f"{version('flwr')} (host virtualenv)"
     try:
         import docker
-        ctr = docker.from_env().containers.list(filters={"label": "com.docker.compose.service=superlink"})[0]
+        client = docker.from_env()
+        info["docker"] = client.version().get("Version", "?")
+        ctr = client.containers.list(filters={"label": "com.docker.compose.service=superlink"})[0]
         out = ctr.exec_run(["python3", "-c", "import flwr, sys; print(flwr.__version__, sys.version.split()[0])"])
         if out.exit_code == 0:
             flwr_v, py_v = out.output.decode().split()
@@ -518,16 +516,16 @@ def count_online(nodes, org_names) -> tuple[int, int]:
     """(the organisations' SuperNodes online, all SuperNodes online). Nodes are told
     apart by their registered name; when no name is known every online node counts."""
     online = [n for n in nodes if n.status == "online"]
-    if not any(getattr(n, "name", "") for n in online):
+    if not any(n.name for n in online):
         return len(online), len(online)
-    return sum(getattr(n, "name", "") in org_names for n in online), len(online)
+    return sum(n.name in org_names for n in online), len(online)
 
 
 def online_organisations(nodes, org_names: list[str]) -> list[str]:
     """The organisations whose SuperNode is online, in federation order; all of them
     when the nodes' names are unknown and as many nodes as organisations are online."""
     online = [n for n in nodes if n.status == "online"]
-    names = {getattr(n, "name", "") for n in online}
+    names = {n.name for n in online}
     if not any(names):
         return org_names[:len(online)]
     return [o for o in org_names if o in names]
@@ -695,18 +693,16 @@ class BareFederation:
             time.sleep(1)
 
     def online(self) -> int:
-        from .federation import parse_json
         proc = self.flwr("supernode", "list", BARE_CONNECTION, "--format", "json")
         try:
-            nodes = parse_json(proc.stdout).get("nodes", [])
+            nodes = federation.parse_json(proc.stdout).get("nodes", [])
         except (FedopsError, json.JSONDecodeError):
             return 0
         return sum(n.get("status") == "online" for n in nodes)
 
     def status(self, run_id: str) -> dict:
-        from .federation import parse_json
         proc = self.flwr("ls", "--run-id", str(run_id), BARE_CONNECTION, "--format", "json")
-        runs = parse_json(proc.stdout).get("runs", [])
+        runs = federation.parse_json(proc.stdout).get("runs", [])
         if not runs:
             raise FedopsError(f"bare run {run_id} is unknown: {proc.stderr.strip()[-300:]}",
                               "see the bare SuperLink's log")
@@ -952,7 +948,7 @@ def probe_capacity(client, project: str, fed, base: int, cap: int, sampler: Memo
                 extra.add(need)
             for attempt in (1, 2):
                 sampler.reset()
-                step = _capacity_step(extra, orgs, federation, sampler)
+                step = _capacity_step(extra, orgs, sampler)
                 if step.completed or attempt == 2:
                     break
                 log(f"  {step.status}: trying this step once more")
@@ -964,7 +960,7 @@ def probe_capacity(client, project: str, fed, base: int, cap: int, sampler: Memo
                 break
 
 
-def _capacity_step(extra: BenchNodes, orgs: list[str], federation, sampler: MemorySampler) -> CapacityStep:
+def _capacity_step(extra: BenchNodes, orgs: list[str], sampler: MemorySampler) -> CapacityStep:
     """Wait for the bench SuperNodes, then one round that waits for every SuperNode
     online (the organisations' that are online now plus ours)."""
     t0 = time.monotonic()

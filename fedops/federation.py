@@ -20,6 +20,8 @@ from .config import Federation
 from .errors import FedopsError
 
 ADMIN_HOME = "/tmp/flwr-admin"
+# The SuperLink's SQLite state in its container (services/superlink: SUPERLINK_DATABASE).
+SUPERLINK_STATE_DB = "/data/state.db"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 ADMIN_CONNECTION = "admin"
 APPS_IN_CONTAINER = "/apps"
@@ -112,7 +114,7 @@ class Node:
 # `flwr supernode list` does not show the name given at registration; the SuperLink's
 # state has it. Read-only query of its SQLite file, inside its container.
 NODE_NAMES_PY = ("import json,sqlite3;"
-                 "c=sqlite3.connect('file:/data/state.db?mode=ro',uri=True);"
+                 f"c=sqlite3.connect('file:{SUPERLINK_STATE_DB}?mode=ro',uri=True);"
                  "print(json.dumps({str(i % 2**64): n for i, n in c.execute('select node_id, name from node')}))")
 
 

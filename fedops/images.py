@@ -52,7 +52,7 @@ def build(c, services: list[str] | None = None, profiles=(), no_cache: bool = Fa
         raise FedopsError(f"no buildable service named {', '.join(unknown)}",
                           f"choose from: {', '.join(sorted(by_label))}")
     # One image per service: build each once, in order, so progress reads per service.
-    shown = {n: label(known[n]) if n in known else n for n in names}
+    shown = {n: label(known[n]) for n in names}
     print(f"==> images: {', '.join(shown.values())}", flush=True)
     for i, name in enumerate(names, 1):
         t0 = time.time()

@@ -18,7 +18,6 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -31,7 +30,7 @@ from flwr.supercore.credential_store import FileCredentialStore
 
 import kcadmin
 import oidc
-from stackenv import loopback_env
+from stackenv import loopback_env, utc_now
 from edge import client, handshake, https_port, tls_context
 from fedops import federation, paths
 
@@ -83,10 +82,6 @@ def raw_request(stack, target: str, token: str) -> tuple[int, bytes]:
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body
-
-
-def now_utc() -> str:
-    return datetime.now(timezone.utc).isoformat()
 
 
 def ctlgate_decisions(stack, since: str) -> list[dict]:
@@ -303,7 +298,7 @@ def test_the_connection_points_at_the_control_host_with_the_project_ca(stack, tm
 
 
 def test_flwr_ls_before_login_is_refused(stack, tmp_path):
-    since = now_utc()
+    since = utc_now()
     proc = flwr(stack, flwr_home(stack, tmp_path), "ls", CONNECTION)
     assert proc.returncode != 0
     assert "Authentication failed. Please run `flwr login`" in proc.stdout + proc.stderr
@@ -364,7 +359,7 @@ def test_flwr_refreshes_an_expired_access_token_silently(stack, passwords, tmp_p
     old = short_lived_tokens(stack, "researcher", passwords["researcher"])
     store_tokens(home, old)
     wait_until_expired(old["access_token"])
-    since = now_utc()
+    since = utc_now()
     listed = flwr_json(stack, home, "ls", CONNECTION)
     assert listed["success"] is True
     new = stored_tokens(home)
@@ -379,7 +374,7 @@ def test_flwr_refreshes_an_expired_access_token_silently(stack, passwords, tmp_p
 @pytest.mark.parametrize("authorization", [None, "Basic cmVzZWFyY2hlcjp4", "Bearer"],
                          ids=["no-header", "basic", "bearer-without-token"])
 def test_a_call_without_a_bearer_token_gets_401_bearer(stack, authorization):
-    since = now_utc()
+    since = utc_now()
     assert_unauthenticated(call_control(stack, authorization=authorization))
     assert_ctlgate_decided(stack, since, 401, "missing_token")
 
@@ -387,7 +382,7 @@ def test_a_call_without_a_bearer_token_gets_401_bearer(stack, authorization):
 @pytest.mark.parametrize("user", ["researcher", "hubadmin"])
 def test_a_superlink_user_token_lists_the_runs(stack, tokens, user):
     known = admin_run_ids()
-    since = now_utc()
+    since = utc_now()
     r = call_control(stack, token=tokens[user]["access_token"])
     assert r.status_code == 200, r.text
     # The audit trail: who called which Control API method.
@@ -401,7 +396,7 @@ def test_a_superlink_user_token_lists_the_runs(stack, tokens, user):
 def test_a_valid_token_without_the_superlink_role_gets_403(stack, tokens):
     token = tokens["observer"]["access_token"]
     assert "superlink_user" not in claims_of(token)["realm_access"]["roles"]
-    since = now_utc()
+    since = utc_now()
     r = call_control(stack, token=token)
     assert r.status_code == 403 and r.content == FORBIDDEN
     assert "www-authenticate" not in r.headers
@@ -439,7 +434,7 @@ def test_a_bad_or_foreign_token_gets_401(stack, tokens, passwords, variant, reas
         with kcadmin.admin_client(stack) as admin:
             token = admin.headers["Authorization"].removeprefix("Bearer ")
         assert claims_of(token)["iss"] != oidc.realm_url(stack)
-    since = now_utc()
+    since = utc_now()
     assert_unauthenticated(call_control(stack, token=token))
     assert_ctlgate_decided(stack, since, 401, reason)
 
@@ -448,7 +443,7 @@ def test_an_access_token_is_refused_once_it_expires(stack, passwords):
     token = short_lived_tokens(stack, "hubadmin", passwords["hubadmin"])["access_token"]
     assert call_control(stack, token=token).status_code == 200
     wait_until_expired(token)
-    since = now_utc()
+    since = utc_now()
     assert_unauthenticated(call_control(stack, token=token))
     assert_ctlgate_decided(stack, since, 401, "expired", user="hubadmin")
 

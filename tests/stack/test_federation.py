@@ -3,7 +3,6 @@ organisation, behind the edge's mTLS fleet host; runs as a user starts them; ref
 restarts. Tests that disturb the federation (revocation, restarts) run last, in order."""
 from __future__ import annotations
 
-import datetime as dt
 import re
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from edge import client, https_port
+from stackenv import online_by_org, utc_now, wait_all_online
 from fedops import federation, paths, secrets
 from fedops import stack as stack_ops
 from testcerts import make_ca, make_leaf, pem_cert, pem_key
@@ -30,10 +30,6 @@ def fleet_url(stack, method: str = "send-node-heartbeat") -> str:
 def fleet_post(stack, cert: tuple[str, str] | None = None, headers: dict | None = None) -> httpx.Response:
     with client(stack, cert) as http:
         return http.post(fleet_url(stack), content=b"", headers=headers or {})
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def wait_for_log(stack, service: str, since: str, pattern: str, timeout: float = 20) -> str:
@@ -67,22 +63,6 @@ def project_ca():
 def org_cert(org: str) -> tuple[str, str]:
     folder = paths.DEPLOY_DIR / f"org-{org}"
     return str(folder / "tls.crt"), str(folder / "tls.key")
-
-
-def online_by_org() -> dict[str, str]:
-    return {n.name: n.status for n in federation.nodes() if n.name}
-
-
-def wait_all_online(stack, timeout: float = 240) -> None:
-    orgs = {o.name for o in stack.fed.organisations}
-    deadline = time.time() + timeout
-    while True:
-        states = online_by_org()
-        if all(states.get(o) == "online" for o in orgs):
-            return
-        if time.time() > deadline:
-            raise AssertionError(f"SuperNodes not all online after {timeout:.0f}s: {states}")
-        time.sleep(3)
 
 
 def container_id(stack, service: str) -> str:
@@ -312,7 +292,7 @@ def test_a_supernode_killed_during_a_run_is_restarted_and_the_next_run_completes
     stack_ops.wait_healthy(["supernode-bravo"])
     interrupted = federation.wait_finished(run_id, timeout=300)
     if not interrupted["status"].startswith("finished"):
-        federation.admin(["stop", run_id, federation.ADMIN_CONNECTION], check=False)
+        federation.stop(run_id)
     wait_all_online(stack)
     next_run = federation.submit("digits", 1)
     row = federation.wait_finished(next_run)

@@ -11,7 +11,7 @@ import pytest
 
 from fedops import backup, federation, secrets
 from fedops.stack import ps as stack_ps
-from test_federation import wait_all_online
+from stackenv import wait_all_online
 from test_postgres import connect
 
 

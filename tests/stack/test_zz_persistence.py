@@ -3,7 +3,7 @@ import json
 
 import oidc
 from fedops import federation
-from test_federation import wait_all_online
+from stackenv import wait_all_online
 from kcadmin import admin_client, user
 from test_postgres import connect
 
