@@ -33,11 +33,11 @@ import tarfile
 import time
 from pathlib import Path
 
-from . import compose, config, federation, paths, preflight, stack
+from . import compose, config, federation, paths, preflight, prepare, stack
 from .errors import FedopsError
 from .services import by_name
+from .ui import detail, step
 
-BACKUPS_DIR = paths.ROOT / "backups"
 MANIFEST = "manifest.json"
 FORMAT = 1
 PG_SOCKET = "/run/postgresql"
@@ -48,7 +48,6 @@ SUPERLINK_FILE = "superlink-state.db"
 SUPERLINK_DB = federation.SUPERLINK_STATE_DB
 SUPERLINK_USER = f"{by_name('superlink').uid}:{by_name('superlink').uid}"
 CA_TAR, SECRETS_TAR, CONFIG_TAR = "ca-pki.tar", "secrets.tar", "config.tar"
-CONFIG_FILES = (paths.CONFIG, paths.LOCAL_CONFIG, paths.ROOT / ".env.local")
 SECRETS_COMMITTED = {".gitignore", "README.md"}   # in secrets/, but not secrets
 DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -95,7 +94,7 @@ def private_dir(folder: Path) -> Path:
 
 def new_backup_dir(parent: Path | None = None, now: dt.datetime | None = None) -> Path:
     """A new, empty, private parent/<UTC timestamp> folder (suffixed -1, -2 on a clash)."""
-    parent = private_dir(Path(parent or BACKUPS_DIR))
+    parent = private_dir(Path(parent or paths.BACKUPS_DIR))
     base = timestamp(now)
     folder, n = parent / base, 0
     while True:
@@ -174,9 +173,13 @@ def human(n: int) -> str:
 
 
 # ---------------------------------------------------------------- docker compose
+def config_files() -> tuple[Path, ...]:
+    """The configuration a deployment consists of (the committed file and the local ones)."""
+    return (paths.CONFIG, paths.LOCAL_CONFIG, paths.LOCAL_ENV)
+
+
 def _compose(*args: str, stdin=None, stdout=subprocess.PIPE, timeout: float = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run([*compose.argv(), *args], stdin=stdin, stdout=stdout,
-                          stderr=subprocess.PIPE, timeout=timeout)
+    return compose.call(*args, stdin=stdin, stdout=stdout, timeout=timeout, text=False)
 
 
 def _check(proc: subprocess.CompletedProcess, what: str, fix: str) -> subprocess.CompletedProcess:
@@ -234,13 +237,16 @@ def copy_superlink_state(folder: Path) -> dict:
 def _tar_in_container(out: Path, src: Path, arcname: str) -> None:
     """tar through the engine (root) when the host user cannot read a file (SuperNode
     keys belong to the SuperNode's uid)."""
-    base = compose.settings().get("BASE_IMAGE", "debian:trixie-slim")
+    from . import engine
+    try:
+        data = engine.run_helper(compose.setting("BASE_IMAGE", "debian:trixie-slim"),
+                                 ["tar", "-C", "/src", "--numeric-owner", "-cf", "-", arcname],
+                                 volumes={str(src.resolve()): {"bind": f"/src/{arcname}", "mode": "ro"}})
+    except Exception as exc:
+        raise FedopsError(f"archiving {src} (in a container) failed: {exc}",
+                          "check `docker info`; or run the backup as root")
     with private_open(out) as fh:
-        proc = subprocess.run(["docker", "run", "--rm", "--network", "none",
-                               "-v", f"{src.resolve()}:/src/{arcname}:ro", base,
-                               "tar", "-C", "/src", "--numeric-owner", "-cf", "-", arcname],
-                              stdout=fh, stderr=subprocess.PIPE, timeout=300)
-    _check(proc, f"archiving {src} (in a container)", "check `docker info`; or run the backup as root")
+        fh.write(data)
 
 
 def write_tar(out: Path, members: list[tuple[Path, str]]) -> list[str]:
@@ -266,20 +272,20 @@ def create(parent: Path | None = None) -> tuple[Path, dict]:
     try:
         meta = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "project": compose.project_name()}
-        stack.step("PostgreSQL: pg_dump of each database, and the roles")
+        step("PostgreSQL: pg_dump of each database, and the roles")
         meta["postgres"] = dump_postgres(folder)
         print(f"    {', '.join(meta['postgres']['databases'])} (PostgreSQL {meta['postgres']['version']})")
-        stack.step("SuperLink: online copy of its SQLite state (SQLite backup API)")
+        step("SuperLink: online copy of its SQLite state (SQLite backup API)")
         meta["versions"] = {**copy_superlink_state(folder), "postgres": meta["postgres"]["version"]}
         print(f"    {human((folder / SUPERLINK_FILE).stat().st_size)}, integrity ok")
-        stack.step("CA (ca/pki), secrets/ and the local configuration")
+        step("CA (ca/pki), secrets/ and the local configuration")
         if not (paths.PKI_DIR / "ca.crt").exists():
             print("    warning: no ca/pki/ca.crt: the backup has no CA")
         write_tar(folder / CA_TAR, [(paths.PKI_DIR, "ca/pki")])
         write_tar(folder / SECRETS_TAR, [(paths.SECRETS_DIR, "secrets")])
-        meta["config"] = write_tar(folder / CONFIG_TAR, [(p, p.name) for p in CONFIG_FILES])
+        meta["config"] = write_tar(folder / CONFIG_TAR, [(p, p.name) for p in config_files()])
         print(f"    config: {', '.join(meta['config'])}")
-        stack.step("manifest (sizes and sha256)")
+        step("manifest (sizes and sha256)")
         manifest = write_manifest(folder, meta)
     except BaseException:
         # an unfinished backup has no manifest, so restore refuses it; say so
@@ -318,7 +324,7 @@ def _extract(tar_path: Path, prefix: str) -> None:
         bad = [m.name for m in tar.getmembers() if not (m.name == prefix or m.name.startswith(prefix + "/"))]
         if bad:
             raise FedopsError(f"{tar_path.name} holds unexpected entries {bad[:3]}", "use another backup")
-        tar.extractall(paths.ROOT, numeric_owner=True, filter="tar")
+        tar.extractall(paths.instance(), numeric_owner=True, filter="tar")
 
 
 def restore_ca_and_secrets(folder: Path) -> list[str]:
@@ -328,15 +334,15 @@ def restore_ca_and_secrets(folder: Path) -> list[str]:
     for tar_name, target, present in ((CA_TAR, paths.PKI_DIR, has_ca()),
                                       (SECRETS_TAR, paths.SECRETS_DIR, has_secrets())):
         if target.exists() and (present or any(target.iterdir())):
-            aside = aside or private_dir(BACKUPS_DIR / f"replaced-{timestamp()}")
+            aside = aside or private_dir(paths.BACKUPS_DIR / f"replaced-{timestamp()}")
             shutil.move(str(target), str(aside / target.name))
-            print(f"    moved the current {target.relative_to(paths.ROOT)} to {aside / target.name}")
+            print(f"    moved the current {target.relative_to(paths.instance())} to {aside / target.name}")
         elif target.exists():
             target.rmdir()
-        _extract(folder / tar_name, str(target.relative_to(paths.ROOT)))
-        done.append(str(target.relative_to(paths.ROOT)))
+        _extract(folder / tar_name, str(target.relative_to(paths.instance())))
+        done.append(str(target.relative_to(paths.instance())))
     try:
-        stack.give_supernode_keys(config.load())
+        prepare.give_supernode_keys(config.load())
     except (FedopsError, FileNotFoundError) as exc:
         print(f"    note: SuperNode keys not handed over yet ({exc}); `invoke up` does it")
     return done
@@ -386,7 +392,7 @@ def restore(folder: Path, yes: bool = False, with_ca_and_secrets: bool = False, 
     """Verify, confirm, then restore; returns False when the user declined."""
     folder = Path(folder)
     t0 = time.time()
-    stack.step(f"verifying {folder}")
+    step(f"verifying {folder}")
     manifest = verify(folder)
     print(f"    {len(manifest['files'])} files match the manifest (taken {manifest.get('created', '?')}, "
           f"project {manifest.get('project', '?')})")
@@ -409,18 +415,18 @@ def restore(folder: Path, yes: bool = False, with_ca_and_secrets: bool = False, 
         print("nothing restored")
         return False
     if with_ca_and_secrets:
-        stack.step("CA and secrets")
+        step("CA and secrets")
         print(f"    restored {', '.join(restore_ca_and_secrets(folder))}")
         if not running:
             print("    the stack is not running: start it with `invoke up`, then restore the data with "
                   f"`invoke restore {folder} --yes`")
             return True
         print("    running services still use the old files: `invoke down` then `invoke up` loads them")
-    stack.step("PostgreSQL")
+    step("PostgreSQL")
     restore_postgres(folder, manifest)
-    stack.step("SuperLink state")
+    step("SuperLink state")
     restore_superlink(folder)
-    stack.step("SuperNode keys and health")
+    step("SuperNode keys and health")
     federation.register_all(None, config.load())
     names = [s.service for s in stack.ps() if s.state in ("running", "restarting")]
     stack.wait_healthy(names)

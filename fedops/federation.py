@@ -46,7 +46,7 @@ def admin_argv(flwr_args: list[str]) -> list[str]:
 def admin(flwr_args: list[str], stdin: str | None = None, check: bool = True,
           timeout: float = 120) -> subprocess.CompletedProcess:
     proc = subprocess.run(admin_argv(flwr_args), input=stdin, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=compose.environment())
     if check and proc.returncode != 0:
         raise FedopsError(f"flwr {' '.join(flwr_args[:2])} failed: {(proc.stderr or proc.stdout).strip()[-800:]}",
                           "is the SuperLink up? `invoke status`, `invoke logs --service superlink`")
@@ -78,7 +78,8 @@ def register_key(public_key: str, name: str) -> tuple[str, str | None]:
     argv = admin_argv(script_args)
     # put the public key into the container first (stdin), then register it
     argv[-1] = f"cat > {key_in_ctr} && " + argv[-1]
-    proc = subprocess.run(argv, input=public_key, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(argv, input=public_key, capture_output=True, text=True, timeout=120,
+                          env=compose.environment())
     out = proc.stdout + proc.stderr
     if "already in use" in out:
         return "already", None
@@ -120,8 +121,7 @@ NODE_NAMES_PY = ("import json,sqlite3;"
 
 def node_names() -> dict[str, str]:
     """node id (as the CLI prints it) -> registered name; {} when unreadable."""
-    proc = subprocess.run([*compose.argv(), "exec", "-T", "superlink", "python3", "-c", NODE_NAMES_PY],
-                          capture_output=True, text=True, timeout=60)
+    proc = compose.call("exec", "-T", "superlink", "python3", "-c", NODE_NAMES_PY, timeout=60)
     try:
         return json.loads(proc.stdout) if proc.returncode == 0 else {}
     except json.JSONDecodeError:
@@ -191,7 +191,7 @@ def follow(run_id: str, on_line=print, timeout: float = 1800, *, log_argv: list[
     argv = log_argv or admin_argv(["log", run_id, ADMIN_CONNECTION, "--stream"])
     status = status or run_status
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=env) as proc:
+                          env=env or compose.environment()) as proc:
         # a silent stream (a run waiting for nodes) must not outlive the timeout either
         watchdog = threading.Timer(timeout, proc.kill)
         watchdog.daemon = True

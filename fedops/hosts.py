@@ -5,12 +5,11 @@ import re
 from pathlib import Path
 
 from .config import Federation
-
-PUBLIC = ("", "auth", "fleet", "control", "hub", "grafana", "prometheus")
+from .services import hostnames
 
 
 def names(fed: Federation) -> list[str]:
-    return [fed.hostname(p) for p in PUBLIC]
+    return list(hostnames(fed).values())
 
 
 def block(fed: Federation, project: str, address: str = "127.0.0.1") -> str:

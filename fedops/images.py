@@ -2,8 +2,6 @@
 change in one services/<name>/ folder rebuilds only that image)."""
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,7 +10,7 @@ from .errors import FedopsError
 
 
 def extra_ca() -> Path:
-    value = compose.settings().get("FL_BUILD_EXTRA_CA", "./ca/no-extra-ca.pem")
+    value = compose.setting("FL_BUILD_EXTRA_CA", "./ca/no-extra-ca.pem")
     path = (paths.ROOT / value).resolve()
     if not path.is_file():
         raise FedopsError(f"FL_BUILD_EXTRA_CA points at {path}, which does not exist",
@@ -22,12 +20,8 @@ def extra_ca() -> Path:
 
 
 def buildable(profiles=()) -> dict[str, str]:
-    out = subprocess.run([*compose.argv(profiles), "config", "--format", "json"],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise FedopsError(f"docker compose rejected the configuration:\n{out.stderr.strip()}",
-                          "fix the file it names")
-    model = json.loads(out.stdout)
+    from .stack import model as compose_model
+    model = compose_model(profiles)
     # Several services may share an image (one SuperNode image for every site): build it
     # once, through the first service that uses it. Returns {service: image}.
     first: dict[str, str] = {}

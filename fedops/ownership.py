@@ -15,11 +15,7 @@ def give(path: Path, uid: int, mode: int = 0o400) -> None:
         os.chown(path, uid, uid)
         os.chmod(path, mode)
         return
-    import docker  # the SDK; only needed on non-root hosts
-    from .compose import settings
-    client = docker.from_env()
-    client.containers.run(
-        settings().get("BASE_IMAGE", "debian:trixie-slim"),
-        ["sh", "-c", f"chown {uid}:{uid} /w/{path.name} && chmod {mode:o} /w/{path.name}"],
-        volumes={str(path.parent): {"bind": "/w", "mode": "rw"}},
-        remove=True, network_mode="none")
+    from . import compose, engine
+    engine.run_helper(compose.setting("BASE_IMAGE", "debian:trixie-slim"),
+                      ["sh", "-c", f"chown {uid}:{uid} /w/{path.name} && chmod {mode:o} /w/{path.name}"],
+                      volumes={str(path.parent): {"bind": "/w", "mode": "rw"}})

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from . import ownership, paths
+from . import compose, ownership, paths
 from .config import Federation
 from .errors import FedopsError
 
@@ -28,21 +28,29 @@ RENEW_BEFORE = dt.timedelta(days=30)
 
 @dataclass
 class Runner:
-    """Runs easy-rsa; `pki` is the PKI folder as easy-rsa itself sees it."""
-    argv: list[str]                # the easyrsa command (maybe wrapped in docker compose run)
+    """Runs easy-rsa; `pki` is the PKI folder as easy-rsa itself sees it. On the host,
+    `argv` is the easyrsa command; in a container it is the `docker compose ... run`
+    prefix, and `service` the ca-tools service whose image holds easy-rsa."""
+    argv: list[str]
     pki: str
     where: str                     # "host" or "container", for messages
-    ext_dir: str = str(paths.CA_DIR / "x509-types")   # the project's certificate profiles
+    ext_dir: str = str(paths.X509_TYPES)   # the project's certificate profiles
+    service: str = ""
 
-    def __call__(self, args: Sequence[str], env: dict[str, str]) -> str:
+    def command(self, args: Sequence[str], env: dict[str, str]) -> tuple[list[str], dict[str, str] | None]:
+        """The command line and its environment (None: inherit; the container gets the
+        variables as `-e` options, which `docker compose run` takes before the service)."""
         env = {**env, "EASYRSA_EXT_DIR": self.ext_dir}
         if self.where == "container":
             envargs = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
-            cmd = self.argv[:-1] + envargs + self.argv[-1:] + [f"--pki-dir={self.pki}", *args]
-            run_env = None
-        else:
-            cmd = [*self.argv, f"--pki-dir={self.pki}", *args]
-            run_env = {**os.environ, **env}
+            return [*self.argv, *envargs, self.service, "easyrsa", f"--pki-dir={self.pki}", *args], \
+                compose.environment()
+        return [*self.argv, f"--pki-dir={self.pki}", *args], {**os.environ, **env}
+
+    def __call__(self, args: Sequence[str], env: dict[str, str]) -> str:
+        cmd, run_env = self.command(args, env)
+        if self.where == "container":
+            (paths.instance() / "ca").mkdir(parents=True, exist_ok=True)   # mounted at /ca
         proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
@@ -59,23 +67,40 @@ def find_host_easyrsa() -> str | None:
     return None
 
 
-def default_runner(pki_dir: Path = paths.PKI_DIR, compose_argv: list[str] | None = None) -> Runner:
-    host = find_host_easyrsa()
+EASYRSA_MODES = ("auto", "host", "container")
+
+
+def default_runner(pki_dir: Path | None = None, compose_argv: list[str] | None = None,
+                   mode: str | None = None) -> Runner:
+    """easy-rsa on the host when installed, else in the ca-tools container. FL_EASYRSA
+    (auto, host, container; .env) forces one."""
+    pki_dir = pki_dir or paths.PKI_DIR
+    mode = (mode or compose.setting("FL_EASYRSA", "auto")).strip().lower()
+    if mode not in EASYRSA_MODES:
+        raise FedopsError(f"FL_EASYRSA={mode!r} is not one of {', '.join(EASYRSA_MODES)}",
+                          "set FL_EASYRSA=auto (the default) in .env.local")
+    host = find_host_easyrsa() if mode != "container" else None
     if host:
         return Runner([host], str(pki_dir), "host")
+    if mode == "host":
+        raise FedopsError("FL_EASYRSA=host but easy-rsa is not installed on this host",
+                          "install it (Debian/Ubuntu: apt-get install easy-rsa) or set FL_EASYRSA=auto")
     if compose_argv is None:
         raise FedopsError("easy-rsa is not installed on this host",
                           "install it (Debian/Ubuntu: apt-get install easy-rsa) or let the task use "
                           "the ca-tools container (needs Docker)")
+    if pki_dir.resolve() != (paths.instance() / "ca" / "pki").resolve():
+        raise FedopsError(f"the ca-tools container can only use the instance's CA ({paths.instance() / 'ca/pki'}), "
+                          f"not {pki_dir}", "install easy-rsa on the host to use another folder")
     uid = f"{os.getuid()}:{os.getgid()}"
-    return Runner([*compose_argv, "run", "--rm", "--no-deps", "-u", uid, "ca-tools", "easyrsa"],
-                  "/ca/pki", "container", ext_dir="/ca/x509-types")
+    return Runner([*compose_argv, "run", "--rm", "--no-deps", "-u", uid], "/ca/pki", "container",
+                  ext_dir="/x509-types", service="ca-tools")
 
 
 class PKI:
-    def __init__(self, fed: Federation, pki_dir: Path = paths.PKI_DIR, runner: Runner | None = None):
+    def __init__(self, fed: Federation, pki_dir: Path | None = None, runner: Runner | None = None):
         self.fed = fed
-        self.dir = pki_dir
+        self.dir = pki_dir or paths.PKI_DIR
         self.runner = runner or default_runner(pki_dir)
 
     # ----- paths
@@ -346,8 +371,9 @@ def deploy(pki: PKI, name: str, dest: Path, uid: int, chown: Chown | None = None
     return changed
 
 
-def refresh_crl(pki: PKI, deploy_dir: Path = paths.DEPLOY_DIR) -> list[Path]:
+def refresh_crl(pki: PKI, deploy_dir: Path | None = None) -> list[Path]:
     """Copy the current CRL into every deployed folder; returns the folders updated."""
+    deploy_dir = deploy_dir or paths.DEPLOY_DIR
     data = pki.crl.read_bytes()
     changed = []
     for folder in sorted(p for p in deploy_dir.iterdir() if p.is_dir()) if deploy_dir.exists() else []:

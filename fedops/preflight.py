@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import re
 import shutil
 import socket
 import subprocess
@@ -9,21 +10,36 @@ import sys
 
 from .errors import FedopsError
 
+# `include:` in docker-compose.yml needs Compose 2.20.
+MIN_COMPOSE = (2, 20)
+COMPOSE_INSTALL = ("install Docker's docker-compose-plugin package (Debian/Ubuntu: apt-get install "
+                   "docker-compose-plugin from Docker's repository, or Docker Desktop); "
+                   "Compose v1 (`docker-compose`) is not supported")
+
+
+def compose_version(text: str) -> tuple[int, int] | None:
+    """'2.26.1-4' or 'v2.29.7' -> (2, 26); None when it is not a version."""
+    match = re.match(r"^v?(\d+)\.(\d+)", text.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def check_compose_version(text: str) -> None:
+    version = compose_version(text)
+    if version is None or version < MIN_COMPOSE:
+        raise FedopsError(f"Docker Compose {text.strip() or '(unknown version)'} is too old: the compose files "
+                          f"need {MIN_COMPOSE[0]}.{MIN_COMPOSE[1]} or newer (`include:`)", COMPOSE_INSTALL)
+
 
 def docker_engine() -> None:
     if not shutil.which("docker"):
         raise FedopsError("the docker command is not installed",
                           "install Docker Engine >= 20.10 with the Compose v2 plugin")
-    try:
-        import docker
-        docker.from_env().ping()
-    except Exception as exc:  # the SDK raises several kinds
-        raise FedopsError(f"the Docker engine does not answer ({exc.__class__.__name__})",
-                          "start it (e.g. `sudo systemctl start docker`) and check `docker info`")
+    from . import engine
+    engine.ping()
     proc = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise FedopsError("Docker Compose v2 (`docker compose`) is not installed",
-                          "install the docker-compose-plugin package (Compose v1 is not supported)")
+        raise FedopsError("Docker Compose v2 (`docker compose`) is not installed", COMPOSE_INSTALL)
+    check_compose_version(proc.stdout)
 
 
 def port_free(address: str, port: int) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jinja2
 
-from . import paths
+from . import compose, paths, services
 from .config import Federation
 
 ORGS_TEMPLATE = paths.SERVICES_DIR / "supernode" / "compose.organisations.yml.j2"
@@ -22,8 +22,12 @@ def write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def federation_json(fed: Federation) -> str:
-    return json.dumps(fed.public(), indent=2, sort_keys=True) + "\n"
+def federation_json(fed: Federation, https_port: int | None = None) -> str:
+    """The non-secret view mounted into containers at /etc/fl/federation.json: the
+    federation (domain, organisations, users) and the public hosts (names, URLs with the
+    published HTTPS port, zones)."""
+    port = https_port if https_port is not None else int(compose.setting("FL_HTTPS_PORT", "443"))
+    return json.dumps({**fed.public(), **services.public_view(fed, port)}, indent=2, sort_keys=True) + "\n"
 
 
 def organisations_overlay(fed: Federation, template: Path = ORGS_TEMPLATE) -> str:
@@ -39,12 +43,16 @@ def gpu_sites_overlay(fed: Federation, template: Path = GPU_SITES_TEMPLATE) -> s
 
 
 def compose_env(fed: Federation) -> str:
-    """Compose variables that come from federation.yaml (the domain names network aliases)."""
-    return (f"# Rendered from federation.yaml by the tasks; do not edit.\n"
-            f"FL_DOMAIN={fed.domain}\nFL_NUM_PARTITIONS={len(fed.organisations)}\n")
+    """Compose variables that come from federation.yaml and fedops/services.py: the
+    domain, the public hostnames (the edge's network aliases), the service users."""
+    values = {"FL_DOMAIN": fed.domain, "FL_NUM_PARTITIONS": str(len(fed.organisations)),
+              **services.compose_variables(fed)}
+    return ("# Rendered from federation.yaml and fedops/services.py by the tasks; do not edit.\n"
+            + "".join(f"{k}={v}\n" for k, v in values.items()))
 
 
-def render_all(fed: Federation, build: Path = paths.BUILD_DIR) -> list[str]:
+def render_all(fed: Federation, build: Path | None = None) -> list[str]:
+    build = build or paths.BUILD_DIR
     changed = []
     if write_if_changed(build / "federation.env", compose_env(fed)):
         changed.append("federation.env")

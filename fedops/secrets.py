@@ -51,8 +51,9 @@ def ensure_dir(folder: Path) -> None:
     os.chmod(folder, 0o700)
 
 
-def generate(fed: Federation, folder: Path = paths.SECRETS_DIR, rotate: tuple[str, ...] = ()) -> dict[str, str]:
+def generate(fed: Federation, folder: Path | None = None, rotate: tuple[str, ...] = ()) -> dict[str, str]:
     """Create what is missing; returns {name: "created"|"kept"|"rotated"}."""
+    folder = folder or paths.SECRETS_DIR
     ensure_dir(folder)
     unknown = [r for r in rotate if r not in PASSWORDS and r != USERS_FILE]
     if unknown:
@@ -106,13 +107,13 @@ def ensure_supernode_key(folder: Path, org: str) -> str:
     return "created"
 
 
-def read(name: str, folder: Path = paths.SECRETS_DIR) -> str:
-    path = folder / name
+def read(name: str, folder: Path | None = None) -> str:
+    path = (folder or paths.SECRETS_DIR) / name
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         raise FedopsError(f"secret {name} is missing ({path})", "run: invoke secrets.generate")
 
 
-def user_passwords(folder: Path = paths.SECRETS_DIR) -> dict[str, str]:
+def user_passwords(folder: Path | None = None) -> dict[str, str]:
     return json.loads(read(USERS_FILE, folder))

@@ -1,6 +1,17 @@
-"""The platform's services as the task runner sees them: user ids and certificate names.
+"""The platform's services as the task runner sees them: service users, public hostnames
+and which trust zones may use each hostname at the edge. Written once here, read
+everywhere:
 
-uids match the users created in services/<name>/Dockerfile (docs/CONVENTIONS.md).
+- the tasks (certificate SANs, key ownership, `invoke hosts`),
+- Compose, through build/federation.env (FL_UID_<SERVICE> for `user:` and the images'
+  FL_UID build argument, FL_HOST_<NAME> for the edge's network aliases),
+- the edge, through build/federation.json (`hostnames`, `zones`): each public host's
+  server block answers only the zones listed here (plus the outside world, through the
+  published ports),
+- the docs (a unit test checks that the tables in docs/ match).
+
+Bring-up order and dependencies live in the Compose files (`depends_on`, label
+`fl.phase`), not here.
 """
 from __future__ import annotations
 
@@ -8,33 +19,81 @@ from dataclasses import dataclass
 
 from .config import Federation
 
+# The internal zones the edge can tell apart (one network each, networks/compose.yml);
+# anything else reaching the edge came through a published port: "external".
+ZONES = ("services", "clients", "monitoring", "superlink")
+
+
+@dataclass(frozen=True)
+class PublicHost:
+    name: str                     # FL_HOST_<NAME> in Compose, the key in federation.json
+    prefix: str                   # "" for the bare domain
+    zones: tuple[str, ...]        # internal zones the edge serves this host to
+    purpose: str
+
+
+PUBLIC_HOSTS: tuple[PublicHost, ...] = (
+    PublicHost("landing", "", ("monitoring",), "landing page: every service and its state"),
+    PublicHost("auth", "auth", ("services", "monitoring"), "Keycloak's public endpoints (single sign-on)"),
+    PublicHost("fleet", "fleet", ("clients", "monitoring"), "the Fleet API for SuperNode sites (organisation certificates)"),
+    PublicHost("control", "control", ("monitoring",), "the Control API for the flwr CLI (single sign-on)"),
+    PublicHost("hub", "hub", ("monitoring",), "JupyterHub"),
+    PublicHost("grafana", "grafana", ("monitoring",), "Grafana"),
+    PublicHost("prometheus", "prometheus", ("monitoring",), "Prometheus"),
+)
+
+
+# The researchers' flwr CLI connection (`invoke fl.connection`, the landing page).
+CONNECTION_NAME = "fl"
+
+
+def public_host(name: str) -> PublicHost:
+    for host in PUBLIC_HOSTS:
+        if host.name == name:
+            return host
+    raise KeyError(name)
+
+
+def hostnames(fed: Federation) -> dict[str, str]:
+    """{name: fully qualified hostname} for every public host."""
+    return {h.name: fed.hostname(h.prefix) for h in PUBLIC_HOSTS}
+
+
+def public_urls(fed: Federation, https_port: int = 443) -> dict[str, str]:
+    """{name: the URL people and clients use}: the edge's published HTTPS port (from
+    FL_HTTPS_PORT) appears in it unless it is 443. Keycloak's issuer, the redirect URIs
+    of the realm's clients and the landing page's links are built from these."""
+    suffix = "" if https_port == 443 else f":{https_port}"
+    return {name: f"https://{host}{suffix}" for name, host in hostnames(fed).items()}
+
 
 @dataclass(frozen=True)
 class Service:
     name: str
-    uid: int
-    public: tuple[str, ...] = ()     # public hostname prefixes ("" is the bare domain)
-    phase: int = 3                   # the task list's phase: bring-up order
+    uid: int                        # its user and group id, in its image and in Compose
+    public: tuple[str, ...] = ()    # public hosts (PUBLIC_HOSTS names) its certificate names
+    certificate: bool = True        # gets a server certificate from the project CA
 
     def sans(self, fed: Federation) -> list[str]:
         """Compose service name, public hostname(s), localhost and 127.0.0.1."""
-        names = [self.name] + [fed.hostname(p) for p in self.public] + ["localhost"]
+        names = [self.name] + [fed.hostname(public_host(p).prefix) for p in self.public] + ["localhost"]
         return [f"DNS:{n}" for n in dict.fromkeys(names)] + ["IP:127.0.0.1"]
 
 
-# In bring-up order (the task list's phases).
 SERVICES: tuple[Service, ...] = (
-    Service("postgres", 10010, phase=3),
-    Service("keycloak", 10020, public=("auth",), phase=3),
-    Service("ctlgate", 10080, phase=3),
-    Service("nginx", 10030, public=("", "auth", "fleet", "control", "hub", "grafana", "prometheus"),
-            phase=3),
-    Service("superlink", 10040, phase=4),
-    Service("jupyterhub", 10060, public=("hub",), phase=5),
-    Service("prometheus", 10070, public=("prometheus",), phase=5),
+    Service("postgres", 10010),
+    Service("keycloak", 10020, public=("auth",)),
+    Service("ctlgate", 10080),
+    Service("nginx", 10030, public=tuple(h.name for h in PUBLIC_HOSTS)),
+    Service("superlink", 10040),
+    # one of each per organisation (services/supernode/compose.organisations.yml.j2);
+    # the site's certificate is the organisation's (org_sans), not a service certificate
+    Service("supernode", 10050, certificate=False),
+    Service("siteproxy", 10031, certificate=False),
+    # phase 5: certificates prepared, services not built yet
+    Service("jupyterhub", 10060, public=("hub",)),
+    Service("prometheus", 10070, public=("prometheus",)),
 )
-SUPERNODE_UID = 10050
-SITEPROXY_UID = 10030   # the site proxy runs from the edge's NGINX user id
 
 
 def by_name(name: str) -> Service:
@@ -44,7 +103,33 @@ def by_name(name: str) -> Service:
     raise KeyError(name)
 
 
+def with_certificates() -> tuple[Service, ...]:
+    return tuple(s for s in SERVICES if s.certificate)
+
+
+SUPERNODE_UID = by_name("supernode").uid
+SITEPROXY_UID = by_name("siteproxy").uid
+
+
 def org_sans(fed: Federation, org) -> list[str]:
     """An organisation's certificate is a client certificate at the edge and the server
     certificate of its site proxy on the site's loopback."""
     return [f"DNS:{org.service}", "DNS:localhost", "IP:127.0.0.1"]
+
+
+def compose_variables(fed: Federation) -> dict[str, str]:
+    """What Compose needs from here (rendered into build/federation.env)."""
+    out = {f"FL_UID_{s.name.upper()}": str(s.uid) for s in SERVICES}
+    out.update({f"FL_HOST_{name.upper()}": host for name, host in hostnames(fed).items()})
+    return out
+
+
+def public_view(fed: Federation, https_port: int = 443) -> dict:
+    """The public hosts' part of build/federation.json: hostnames, their URLs, the
+    published HTTPS port, which zones may use each host at the edge, the researchers'
+    connection name."""
+    return {"hostnames": hostnames(fed),
+            "urls": public_urls(fed, https_port),
+            "public_https_port": https_port,
+            "zones": {h.name: list(h.zones) for h in PUBLIC_HOSTS},
+            "connection_name": CONNECTION_NAME}

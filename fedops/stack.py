@@ -1,94 +1,44 @@
-"""Bringing the stack up and down, in the task list's phase order."""
+"""The stack's Compose state: the merged model, what runs, its health, its ports, its
+logs, and waiting until services are ready."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import compose, config, paths, pki, preflight, render, secrets, services
+from . import compose, engine
 from .errors import FedopsError
 
+# A service down or restarting this long counts as a crash loop. Not shorter: a SuperNode
+# recreated together with its site proxy could not deactivate on the way out (its way to
+# the SuperLink went first), so the new one is refused ("Failed to activate SuperNode")
+# until the SuperLink marks the old session offline (about a minute), and its restart
+# policy tries again with a growing back-off.
+CRASH_LOOP_AFTER = 100
+READY_TIMEOUT = 600          # seconds a service may take to become ready
+POLL = 0.5                   # seconds between readiness checks of one service
 
-def step(message: str) -> None:
-    print(f"==> {message}", flush=True)
-
-
-# ---------------------------------------------------------------- preparation
-def issue_all(fed: config.Federation, ca: pki.PKI) -> dict[str, str]:
-    """Every certificate the configuration needs (idempotent)."""
-    results = {}
-    for svc in services.SERVICES:
-        results[svc.name] = ca.ensure(svc.name, svc.sans(fed), kind="server")
-    for org in fed.organisations:
-        # serverClient: the org certificate is the site's client certificate at the edge
-        # and its site proxy's server certificate on the site's loopback.
-        results[org.cert_name] = ca.ensure(org.cert_name, services.org_sans(fed, org),
-                                           kind="serverClient", org=org.display_name)
-    return results
+RELOAD_COMMAND = ("python3", "/usr/local/bin/entrypoint.py", "reload")
 
 
-def deploy_all(fed: config.Federation, ca: pki.PKI) -> list[str]:
-    """Deploy every certificate; returns the names whose files changed."""
-    paths.DEPLOY_DIR.mkdir(parents=True, exist_ok=True)
-    os.chmod(paths.DEPLOY_DIR, 0o700)
-    revoked = ca.revoked_names()
-    targets = [(s.name, s.uid) for s in services.SERVICES] + \
-              [(o.cert_name, services.SITEPROXY_UID) for o in fed.organisations]
-    changed = []
-    for name, uid in targets:
-        if name not in revoked:   # a revoked site keeps its (refused) old certificate
-            if pki.deploy(ca, name, paths.DEPLOY_DIR / name, uid):
-                changed.append(name)
-    pki.refresh_crl(ca)
-    return changed
+def reloads_certificates(service: str) -> bool:
+    """The NGINX-based services (the edge, the site proxies) load new certificates with a
+    graceful reload: open connections finish, SuperNodes stay in their proxy's namespace."""
+    return service == "nginx" or service.startswith("siteproxy-")
 
 
-def give_supernode_keys(fed: config.Federation) -> None:
-    from . import ownership
-    folder = paths.SECRETS_DIR / secrets.SUPERNODE_KEYS
-    for org in fed.organisations:
-        ownership.give(folder / f"{org.name}.key", services.SUPERNODE_UID)
-
-
-def prepare(fed: config.Federation | None = None) -> tuple[config.Federation, list[str]]:
-    """Config, secrets, CA, certificates and rendered files: everything before images.
-    Returns the configuration and the services whose certificates changed."""
-    fed = fed or config.load()
-    step("secrets (./secrets)")
-    created = [k for k, v in secrets.generate(fed).items() if v != "kept"]
-    print(f"    {'created: ' + ', '.join(created) if created else 'all present'}")
-    give_supernode_keys(fed)
-    ca = pki.PKI(fed, runner=pki.default_runner(compose_argv=compose.argv(["tools"])))
-    step("certificate authority (./ca/pki)")
-    print("    created a new CA" if ca.init() else "    CA present, kept")
-    if ca.ensure_crl_fresh():
-        print("    CRL renewed")
-    results = issue_all(fed, ca)
-    changed = {k: v for k, v in results.items() if v != "kept"}
-    print(f"    certificates: {len(results)} ({', '.join(f'{k} {v}' for k, v in changed.items()) or 'all kept'})")
-    deployed = deploy_all(fed, ca)
-    changed_files = render.render_all(fed)
-    if changed_files:
-        print(f"    rendered: {', '.join(changed_files)}")
-    restart = []
-    for name in deployed:
-        if name.startswith("org-"):
-            restart.append(f"siteproxy-{name[4:]}")
-        else:
-            restart.append(name)
-    return fed, restart
-
-
-# ---------------------------------------------------------------- compose state
-def defined_services(profiles=()) -> list[str]:
-    out = subprocess.run([*compose.argv(profiles), "config", "--services"],
-                         capture_output=True, text=True)
+def model(profiles=()) -> dict:
+    """The merged Compose model (`docker compose config`), as Compose resolves it."""
+    out = compose.call("config", "--format", "json", profiles=profiles)
     if out.returncode != 0:
         raise FedopsError(f"docker compose rejected the configuration:\n{out.stderr.strip()}",
                           "fix the file it names; `invoke config` validates everything")
-    return out.stdout.split()
+    return json.loads(out.stdout)
+
+
+def defined_services(profiles=()) -> list[str]:
+    return sorted(model(profiles).get("services", {}))
 
 
 @dataclass
@@ -100,15 +50,14 @@ class ServiceState:
 
 
 def ps(profiles=()) -> list[ServiceState]:
-    out = subprocess.run([*compose.argv(profiles), "ps", "--all", "--format", "json"],
-                         capture_output=True, text=True)
+    out = compose.call("ps", "--all", "--format", "json", profiles=profiles)
     if out.returncode != 0:
         raise FedopsError(f"docker compose ps failed: {out.stderr.strip()}", "check `docker info`")
     text = out.stdout.strip()
     if not text:
         return []
     # Compose prints one JSON object per line (2.21+) or a list (older).
-    rows = json.loads(text) if text.startswith("[") else [json.loads(l) for l in text.splitlines()]
+    rows = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines()]
     states = []
     for r in rows:
         ports = ", ".join(sorted({f"{p['URL']}:{p['PublishedPort']}->{p['TargetPort']}"
@@ -117,16 +66,17 @@ def ps(profiles=()) -> list[ServiceState]:
     return sorted(states, key=lambda s: s.service)
 
 
-def published_ports(profiles=()) -> list[tuple[str, int, str]]:
-    out = subprocess.run([*compose.argv(profiles), "config", "--format", "json"],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        return []
-    model = json.loads(out.stdout)
+def running() -> set[str]:
+    return {s.service for s in ps() if s.state == "running"}
+
+
+def published_ports(the_model: dict | None = None) -> list[tuple[str, int, str]]:
+    """(address, port, the setting that chooses it) for every published port."""
+    the_model = the_model if the_model is not None else model()
     settings = compose.settings()
     by_value = {v: k for k, v in settings.items() if k.endswith("_PORT")}
     result = []
-    for svc in model.get("services", {}).values():
+    for svc in the_model.get("services", {}).values():
         for p in svc.get("ports") or []:
             published = int(str(p.get("published", 0)).split("-")[0] or 0)
             if published:
@@ -135,129 +85,105 @@ def published_ports(profiles=()) -> list[tuple[str, int, str]]:
     return result
 
 
-def held_ports() -> set[int]:
-    """Ports this project's own containers publish already (not a conflict)."""
-    import docker
-    client = docker.from_env()
-    ports = set()
-    for ctr in client.containers.list(filters={"label": f"com.docker.compose.project={compose.project_name()}"}):
-        for bindings in (ctr.ports or {}).values():
-            for b in bindings or []:
-                ports.add(int(b["HostPort"]))
-    return ports
+def logs_tail(names: list[str], lines: int = 15) -> str:
+    return compose.call("logs", "--no-color", "--tail", str(lines), *names).stdout
 
 
-# ---------------------------------------------------------------- bring-up
-def phases(fed: config.Federation) -> list[tuple[str, list[str]]]:
-    sites = []
-    for org in fed.organisations:
-        sites += [org.service, f"siteproxy-{org.name}"]
-    return [
-        ("3.1 database", ["postgres"]),
-        ("3.2 identity", ["keycloak"]),
-        ("3.3 edge", ["ctlgate", "nginx"]),
-        ("4.1 SuperLink", ["superlink"]),
-        ("4.2 SuperNodes", sites),
-        ("5 user interface and monitoring", ["jupyterhub", "prometheus", "grafana", "node-exporter", "dcgm"]),
-    ]
+# ---------------------------------------------------------------- readiness
+@dataclass
+class Readiness:
+    """Whether one service is ready: Docker says healthy, or its own health probe
+    (the healthcheck command of the model, run now in its container) passes. Checked
+    on demand, so readiness is seen within POLL seconds rather than at Docker's next
+    healthcheck interval; the steady-state healthchecks stay as they are."""
+    service: str
+    state: str = "missing"       # missing, created, running, restarting, exited, dead
+    health: str = "-"            # Docker's: starting, healthy, unhealthy, - (none)
+    ready: bool = False
+    container_id: str = ""
+    restarts: int = 0            # Docker's restart count of the container
 
 
-# A service down or restarting this long counts as a crash loop. Not shorter: a SuperNode
-# recreated together with its site proxy could not deactivate on the way out (its way to
-# the SuperLink went first), so the new one is refused ("Failed to activate SuperNode")
-# until the SuperLink marks the old session offline (about a minute), and its restart
-# policy tries again with a growing back-off.
-CRASH_LOOP_AFTER = 100
+def check(service: str, container, test: list[str] | None) -> Readiness:
+    if container is None:
+        return Readiness(service)
+    try:
+        container.reload()
+    except Exception:
+        return Readiness(service)
+    health = (container.attrs.get("State", {}).get("Health") or {}).get("Status", "-")
+    r = Readiness(service, container.status, health, container_id=container.id,
+                  restarts=int(container.attrs.get("RestartCount") or 0))
+    if container.status != "running":
+        return r
+    argv = engine.healthcheck_command(test)
+    r.ready = health == "healthy" or argv is None or engine.Probe(container.id, argv)()
+    return r
 
 
-def wait_healthy(names: list[str], timeout: float = 600) -> None:
-    """Poll until every named service is healthy (all services have healthchecks); print
-    progress; fail early on a crash loop, with the logs' tail and a next step."""
+def check_all(services: list[str], tests: dict[str, list[str] | None]) -> dict[str, Readiness]:
+    """Readiness of several services at once (probes in parallel)."""
+    if not services:
+        return {}
+    containers = engine.project_containers(compose.project_name())
+    with ThreadPoolExecutor(max_workers=min(8, len(services))) as pool:
+        futures = {s: pool.submit(check, s, containers.get(s), tests.get(s)) for s in services}
+        return {s: f.result() for s, f in futures.items()}
+
+
+def healthcheck_tests(the_model: dict) -> dict[str, list[str] | None]:
+    return {name: (svc.get("healthcheck") or {}).get("test") for name, svc in the_model.get("services", {}).items()}
+
+
+class CrashWatch:
+    """Services that went down (exited, restarting, or restarted by their restart
+    policy since the watch began) and have not been ready for CRASH_LOOP_AFTER seconds
+    since. A container that exits at once and is restarted looks "running" most of
+    the time: its restart count tells."""
+
+    def __init__(self, window: float = CRASH_LOOP_AFTER):
+        self.window = window
+        self.since: dict[str, float] = {}
+        self.first_restarts: dict[str, tuple[str, int]] = {}
+
+    def update(self, states: dict[str, Readiness], now: float) -> list[str]:
+        for name, r in states.items():
+            if r.ready:
+                self.since.pop(name, None)
+                self.first_restarts[name] = (r.container_id, r.restarts)
+                continue
+            seen = self.first_restarts.setdefault(name, (r.container_id, r.restarts))
+            restarted = seen[0] == r.container_id and r.restarts > seen[1]
+            if r.state in ("restarting", "exited", "dead") or restarted:
+                self.since.setdefault(name, now)
+        return sorted(n for n, t in self.since.items() if now - t > self.window)
+
+
+def not_ready_error(names: list[str], why: str) -> FedopsError:
+    return FedopsError(f"{', '.join(names)} {why}; last log lines:\n{logs_tail(names)}",
+                       f"see `invoke logs --service {names[0]}`; fix, then run `invoke up` again")
+
+
+def wait_healthy(names: list[str], timeout: float = READY_TIMEOUT) -> None:
+    """Wait until every named service is ready (see Readiness); print progress; fail
+    early on a crash loop, with the logs' tail and a next step."""
+    tests = healthcheck_tests(model())
     start = time.time()
+    watch = CrashWatch()
     last = ""
-    restarting_since: dict[str, float] = {}
     while True:
-        states = {s.service: s for s in ps() if s.service in names}
-        pending = [n for n in names if n not in states or states[n].health != "healthy"]
+        states = check_all(names, tests)
+        pending = [n for n in names if not states[n].ready]
         if not pending:
             return
         now = time.time()
-        for n in names:
-            if n in states and states[n].state in ("restarting", "exited", "dead"):
-                restarting_since.setdefault(n, now)
-            else:
-                restarting_since.pop(n, None)
-        crashing = [n for n, t in restarting_since.items() if now - t > CRASH_LOOP_AFTER]
-        line = ", ".join(f"{n}: {states[n].health if n in states and states[n].health != '-' else states[n].state if n in states else 'missing'}"
-                         for n in pending)
+        crashing = watch.update(states, now)
+        line = ", ".join(f"{n}: {states[n].health if states[n].health != '-' else states[n].state}" for n in pending)
         if line != last:
             print(f"    waiting ({int(now - start)}s) {line}", flush=True)
             last = line
-        if crashing or now - start > timeout:
-            bad = crashing or pending
-            logs = subprocess.run([*compose.argv(), "logs", "--no-color", "--tail", "15", *bad],
-                                  capture_output=True, text=True).stdout
-            why = "keeps crashing" if crashing else f"is not healthy after {timeout:.0f}s"
-            raise FedopsError(f"{', '.join(bad)} {why}; last log lines:\n{logs}",
-                              f"see `invoke logs --service {bad[0]}`; fix, then run `invoke up` again")
-        time.sleep(2)
-
-
-def quiet(c, *args: str, profiles=()) -> None:
-    """`docker compose ARGS` without its progress lines; its output when it fails."""
-    result = compose.run(c, *args, profiles=profiles, echo=False, hide=True, warn=True)
-    if not result.ok:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-20:])
-        raise FedopsError(f"`docker compose {' '.join(args[:2])} ...` failed:\n{tail}",
-                          "see `invoke logs`; fix, then run `invoke up` again")
-
-
-RELOAD_COMMAND = ("python3", "/usr/local/bin/entrypoint.py", "reload")
-
-
-def reloads_certificates(service: str) -> bool:
-    """The NGINX-based services (the edge, the site proxies) load new certificates with a
-    graceful reload: open connections finish, SuperNodes stay in their proxy's namespace."""
-    return service == "nginx" or service.startswith("siteproxy-")
-
-
-def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks=None,
-       restart: list[str] = ()) -> None:
-    """Start every phase in order; services in `restart` (new certificates) that are
-    already running are restarted so that they load them."""
-    preflight.docker_engine()
-    preflight.ports(published_ports(profiles), held_ports())
-    defined = set(defined_services(profiles))
-    if build:
-        from . import images
-        images.build(c, profiles=profiles)
-    hooks = hooks or {}
-    for phase, names in phases(fed):
-        names = [n for n in names if n in defined]
-        if not names:
-            continue
-        if phase in hooks:
-            hooks[phase](c, fed)
-        step(f"phase {phase}: {', '.join(names)}")
-        t0 = time.time()
-        running = {s.service for s in ps() if s.state == "running"}
-        stale = [n for n in names if n in restart and n in running]
-        reload_ = [n for n in stale if reloads_certificates(n)]
-        restart_ = [n for n in stale if n not in reload_]
-        for name in reload_:
-            print(f"    new certificates: reloading {name} (no restart)", flush=True)
-            quiet(c, "exec", "-T", name, *RELOAD_COMMAND, profiles=profiles)
-        # A SuperNode cut off while its site's certificate was refused (revoked, expired)
-        # may sit in its restart back-off: start it now rather than in a minute.
-        health = {s.service: s.health for s in ps()}
-        stuck = [n.replace("siteproxy-", "supernode-", 1) for n in reload_ if n.startswith("siteproxy-")]
-        stuck = [n for n in stuck if n in health and health[n] != "healthy"]
-        if stuck:
-            print(f"    restarting {', '.join(stuck)} (cut off before the new certificate)", flush=True)
-            quiet(c, "restart", *stuck, profiles=profiles)
-        if restart_:
-            print(f"    new certificates: restarting {', '.join(restart_)}", flush=True)
-            quiet(c, "restart", *restart_, profiles=profiles)
-        quiet(c, "up", "-d", "--no-build", "--remove-orphans", *names, profiles=profiles)
-        wait_healthy(names)
-        print(f"    healthy in {time.time() - t0:.0f}s", flush=True)
+        if crashing:
+            raise not_ready_error(crashing, "keeps crashing")
+        if now - start > timeout:
+            raise not_ready_error(pending, f"is not healthy after {timeout:.0f}s")
+        time.sleep(POLL)

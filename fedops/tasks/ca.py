@@ -1,28 +1,30 @@
 """Project certificate authority (easy-rsa in ./ca)."""
 from invoke import task
 
-from .. import compose, config, paths, pki, stack
+from .. import config, paths, pki, preflight, prepare, render, stack
 from . import clear_errors
 
 
 def _pki(fed):
-    return pki.PKI(fed, runner=pki.default_runner(compose_argv=compose.argv(["tools"])))
+    render.render_all(fed)   # the ca-tools container (no easy-rsa on the host) needs build/
+    return prepare.project_ca(fed)
 
 
-@task(help={"force": "replace an existing CA (every certificate must then be re-issued)"})
+@task(help={"force": "replace an existing CA (every certificate must then be re-issued): asks first",
+            "yes": "with --force: do not ask"})
 @clear_errors
-def init(c, force=False):
+def init(c, force=False, yes=False):
     """Create the project CA in ./ca/pki from federation.yaml (refuses to overwrite)."""
     fed = config.load()
     ca = _pki(fed)
     if ca.exists() and not force:
         print(f"CA exists in {ca.dir}: kept (use --force to replace it)")
         return
-    if force and ca.exists():
-        answer = input("Replace the CA? Every certificate issued by it stops being trusted. Type 'yes': ")
-        if answer.strip() != "yes":
-            print("kept the CA")
-            return
+    if force and ca.exists() and not preflight.confirm(
+            "Replace the CA? Every certificate issued by it stops being trusted.", yes,
+            "--force replaces the CA"):
+        print("kept the CA")
+        return
     ca.init(force=force)
     print(f"created the CA in {ca.dir} (key: {ca.dir / 'private/ca.key'}, never commit or copy it)")
 
@@ -32,7 +34,7 @@ def init(c, force=False):
 def issue(c):
     """Issue every service and organisation certificate the config needs (idempotent)."""
     fed = config.load()
-    for name, result in stack.issue_all(fed, _pki(fed)).items():
+    for name, result in prepare.issue_all(fed, _pki(fed)).items():
         print(f"{name:24} {result}")
 
 
@@ -41,7 +43,7 @@ def issue(c):
 def deploy(c):
     """Copy certificates, keys, CA and CRL into ./ca/deploy/<service> (read-only mounts)."""
     fed = config.load()
-    stack.deploy_all(fed, _pki(fed))
+    prepare.deploy_all(fed, _pki(fed))
     print(f"deployed to {paths.DEPLOY_DIR}")
 
 
@@ -70,8 +72,9 @@ def revoke(c, name, reason="keyCompromise"):
     ca.revoke(cert, reason=reason, remember=True)
     changed = pki.refresh_crl(ca)
     print(f"revoked {cert}; CRL updated in {len(changed)} deployed folder(s)")
-    if "nginx" in {s.service for s in stack.ps() if s.state == "running"}:
-        compose.run(c, "exec", "-T", "nginx", *stack.RELOAD_COMMAND, echo=False, hide="out")
+    if "nginx" in stack.running():
+        from .. import compose
+        compose.run(c, "exec", "-T", "nginx", *stack.RELOAD_COMMAND, echo=True, hide="out")
         print("edge reloaded: the revoked certificate is refused from now on")
 
 

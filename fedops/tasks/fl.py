@@ -4,6 +4,7 @@ from pathlib import Path
 from invoke import Exit, task
 
 from .. import config, federation, paths
+from ..services import CONNECTION_NAME
 from . import clear_errors
 
 
@@ -75,10 +76,10 @@ def register(c):
     federation.register_all(c, config.load())
 
 
-@task(help={"name": "the connection's name in the flwr config (default fl)",
+@task(help={"name": f"the connection's name in the flwr config (default {CONNECTION_NAME})",
             "flwr_home": "the flwr CLI's home folder (default ~/.flwr or $FLWR_HOME)"})
 @clear_errors
-def connection(c, name="fl", flwr_home=""):
+def connection(c, name=CONNECTION_NAME, flwr_home=""):
     """Write the researchers' flwr connection (control.<domain>, the project CA).
 
     Adds [superlink.NAME] to the flwr CLI's config.toml, for `flwr login NAME` and

@@ -1,5 +1,4 @@
 """Identity: Keycloak's realm flowerfl."""
-import subprocess
 from pathlib import Path
 
 from invoke import task
@@ -16,9 +15,9 @@ def export(c, output=""):
     """Write the live realm (with users and clients) out of the running Keycloak."""
     out = Path(output) if output else paths.BUILD_DIR / "realm-export" / "flowerfl.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [*compose.argv(), "exec", "-T", "keycloak", "python3", "/usr/local/bin/entrypoint.py", "export"]
-    print("$ " + " ".join(cmd[-5:]) + f" > {out}", flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    args = ["exec", "-T", "keycloak", "python3", "/usr/local/bin/entrypoint.py", "export"]
+    print(f"$ {compose.command(*args)} > {out}", flush=True)
+    proc = compose.call(*args, timeout=300)
     if proc.returncode != 0 or not proc.stdout.strip().startswith("{"):
         raise FedopsError(f"the realm export failed: {proc.stderr.strip()[-600:]}",
                           "is Keycloak running? `invoke status`")

@@ -3,14 +3,15 @@ import sys
 
 from invoke import task
 
-from .. import compose, config, paths, pki, preflight, render, stack
+from .. import bringup, compose, config, paths, pki, preflight, prepare, render, stack
 from . import clear_errors
 
 
 def hooks():
-    """Steps that run before a phase starts (registration needs the SuperLink up)."""
+    """Steps that run when a service becomes ready, before what depends on it starts:
+    the SuperNodes' keys are registered once the SuperLink answers."""
     from .. import federation
-    return {"4.2 SuperNodes": federation.register_all}
+    return {"superlink": federation.register_all}
 
 
 @task(iterable=["profile"], help={
@@ -18,11 +19,15 @@ def hooks():
     "no_build": "do not (re)build images; use the ones present"})
 @clear_errors
 def up(c, profile=None, no_build=False):
-    """Set up everything needed and start the stack in phase order, waiting for health."""
+    """Set up everything needed and start the stack, each service as soon as what it needs is ready.
+
+    Prepares secrets, the CA, certificates and rendered files, builds the images that
+    changed, then starts the services by their dependencies (depends_on), waiting for
+    each to be ready; the output names each service's phase of the task list."""
     profiles = list(profile or [])
     preflight.docker_engine()   # first: nothing is prepared for an engine that is not there
-    fed, restart = stack.prepare()
-    stack.up(c, fed, profiles=profiles, build=not no_build, hooks=hooks(), restart=restart)
+    fed, restart = prepare.prepare()
+    bringup.up(c, fed, profiles=profiles, build=not no_build, hooks=hooks(), restart=restart)
     print(f"\nThe federation is up: https://{fed.domain}/ (users' passwords: invoke secrets.password USER)")
 
 
@@ -38,7 +43,7 @@ def down(c, volumes=False, yes=False):
             print("nothing deleted")
             return
         args.append("--volumes")
-    compose.run(c, *args, profiles=["tools", "gpu"] if compose.GPU_OVERLAY.exists() else ["tools"])
+    compose.run(c, *args, profiles=["tools", "gpu"])
 
 
 @task(name="status")

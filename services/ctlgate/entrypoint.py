@@ -7,7 +7,8 @@ Validates the configuration, then execs the gateway in /opt/venv:
     (CTLGATE_CA_FILE to change; an empty value means the system roots);
   * every optional CTLGATE_* value (parsed the same way the server parses it).
 
-``entrypoint.py --check`` validates and prints the effective settings, then exits.
+``entrypoint.py --check`` validates and prints the effective settings, then exits;
+``entrypoint.py --healthcheck`` asks the running gateway's /healthz over HTTPS.
 """
 
 from __future__ import annotations
@@ -36,6 +37,21 @@ def check_ca(path: str) -> None:
         fail(f"CA certificate {path} holds no PEM certificate")
 
 
+def healthcheck(config) -> int:
+    """GET /healthz over the same TLS the edge uses (verified against the project CA)."""
+    import ssl
+    import urllib.request
+    scheme = "https" if config.tls_cert else "http"
+    context = ssl.create_default_context(cafile=config.ca_file) if config.ca_file else None
+    try:
+        with urllib.request.urlopen(f"{scheme}://localhost:{config.listen_port}/healthz",
+                                    timeout=4, context=context if scheme == "https" else None) as resp:
+            return 0 if resp.status == 200 else 1
+    except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy"
+        print(f"ctlgate healthcheck: {exc}", file=sys.stderr)
+        return 1
+
+
 def main() -> None:
     sys.path.insert(0, os.environ.get("CTLGATE_APP_DIR", APP_DIR))
     try:
@@ -47,8 +63,17 @@ def main() -> None:
         config = Config.from_env()
     except ConfigError as exc:
         fail(str(exc))
+    if "--healthcheck" in sys.argv[1:]:
+        sys.exit(healthcheck(config))
     if config.ca_file:
         check_ca(config.ca_file)
+    for path in filter(None, (config.tls_cert, config.tls_key)):
+        try:
+            with open(path, "rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            fail(f"TLS file {path} is not readable as uid {os.getuid()} ({exc.strerror}); "
+                 "run: invoke ca.deploy (ca/deploy/ctlgate/ is mounted at /etc/fl/tls/)")
     if not 0 < config.listen_port < 65536:
         fail(f"listen port {config.listen_port} out of range")
 
@@ -62,7 +87,8 @@ def main() -> None:
     summary = (
         f"domain={config.domain} issuer={config.issuer} audience={config.audience} "
         f"role={config.role} cli_client={config.cli_client_id} jwks={config.jwks_url} "
-        f"ca={config.ca_file or 'system roots'} listen={config.listen_host}:{config.listen_port} "
+        f"ca={config.ca_file or 'system roots'} listen={'https' if config.tls_cert else 'http'}://"
+        f"{config.listen_host}:{config.listen_port} "
         f"probes={','.join(config.probes)}"
     )
     if "--check" in sys.argv[1:]:

@@ -155,7 +155,12 @@ def validate_federation(federation: Mapping[str, Any]) -> dict[str, Any]:
             "organisation": organisation,
             "groups": list(dict.fromkeys(groups)),
         })
-    return {"domain": domain, "organisations": organisations, "users": users}
+    urls = federation.get("urls")
+    if not isinstance(urls, Mapping) or not all(isinstance(urls.get(k), str) and urls[k].startswith("https://")
+                                                for k in ("auth", "hub", "grafana")):
+        raise ConfigError("federation.urls must give the https:// URLs of auth, hub and grafana "
+                          "(render federation.json with the tasks: invoke up)")
+    return {"domain": domain, "organisations": organisations, "users": users, "urls": dict(urls)}
 
 
 def _template_environment() -> jinja2.Environment:
@@ -206,6 +211,7 @@ def render_realm(federation: Mapping[str, Any], secrets: Mapping[str, Any]) -> d
 
     text = _template_environment().get_template(TEMPLATE_NAME).render(
         domain=fed["domain"],
+        urls=fed["urls"],
         organisations=fed["organisations"],
         users=users,
         secrets=client_secrets,
@@ -218,7 +224,7 @@ def render_realm(federation: Mapping[str, Any], secrets: Mapping[str, Any]) -> d
     return realm
 
 
-def keycloak_environment(domain: str, db_password: str, base: Mapping[str, str]) -> dict[str, str]:
+def keycloak_environment(auth_url: str, db_password: str, base: Mapping[str, str]) -> dict[str, str]:
     """The environment kc.sh runs with: tunables from `base` (with defaults), the rest fixed."""
     env = dict(base)
     for key, value in DEFAULTS.items():
@@ -233,8 +239,9 @@ def keycloak_environment(domain: str, db_password: str, base: Mapping[str, str])
             f"?ssl=true&sslmode=verify-full&sslrootcert={ca}"
         ),
         "KC_DB_PASSWORD": db_password,
-        # HTTPS only; public URL is the edge's.
-        "KC_HOSTNAME": f"https://auth.{domain}",
+        # HTTPS only; the public URL is the edge's (federation.json: urls.auth, with the
+        # published port unless it is 443): the issuer of every token.
+        "KC_HOSTNAME": auth_url,
         "KC_HTTP_ENABLED": "false",
         "KC_HTTPS_PORT": "8443",
         "KC_HTTPS_CERTIFICATE_FILE": str(TLS_DIR / "tls.crt"),
@@ -360,8 +367,8 @@ def main(argv: list[str]) -> int:
         check_tls_files()
         federation = load_federation()
         secrets = load_secrets()
-        domain = validate_federation(federation)["domain"]
-        env = keycloak_environment(domain, secrets["keycloak_db_password"], os.environ)
+        auth_url = validate_federation(federation)["urls"]["auth"]
+        env = keycloak_environment(auth_url, secrets["keycloak_db_password"], os.environ)
 
         if command == "export":
             if len(args) > 1:

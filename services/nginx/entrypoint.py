@@ -10,8 +10,12 @@ Usage (the container's ENTRYPOINT is ``python3 /usr/local/bin/entrypoint.py``):
     entrypoint.py healthcheck  GET https://<domain>/healthz on 127.0.0.1:443, CA-verified
 
 Importing this module has no side effects: ``load_settings``, ``build_config``,
-``render``, ``render_index``, ``hostnames``, ``missing_tls_files``,
-``san_problems`` and ``crl_next_update`` are pure helpers for unit tests (``render`` needs jinja2).
+``render``, ``render_index``, ``missing_tls_files``, ``san_problems``, ``parse_zones``
+and ``crl_next_update`` are pure helpers for unit tests (``render`` needs jinja2).
+
+Facts come from the tasks, never from here: the public hostnames and which trust zones
+may use each one (``hostnames`` and ``zones`` in /etc/fl/federation.json, from
+fedops/services.py) and each zone's subnet (FL_ZONES, from the Compose networks).
 """
 
 from __future__ import annotations
@@ -38,13 +42,18 @@ STATIC_FILES = ("landing.js", "landing.css")
 # unit tests), then where the image installs them.
 TEMPLATE_DIRS = (str(Path(__file__).resolve().parent), "/usr/local/share/fl-edge")
 
-# Subdomains served under the configured domain (docs/CONVENTIONS.md).
-SUBDOMAINS = ("auth", "fleet", "control", "hub", "grafana", "prometheus")
+# The public hosts the edge has server blocks for (their names and zones come from
+# federation.json).
+HOSTS = ("landing", "auth", "fleet", "control", "hub", "grafana", "prometheus")
+# Zones: the internal networks the edge tells apart by source address; everything else
+# reached it through a published port ("external", always allowed).
+ZONES = ("services", "clients", "monitoring", "superlink")
 
 DEFAULT_UPSTREAMS = {
     "keycloak": "keycloak:8443",      # HTTPS, verified against the project CA
     "superlink": "superlink:8000",    # HTTPS, verified against the project CA
-    "ctlgate": "ctlgate:8081",        # plain HTTP: /status, /auth, login calls
+    "ctlgate": "ctlgate:8081",        # HTTPS, verified: /status, /auth, login calls
+    "postgres": "postgres:5432",      # TCP pass-through (administration port)
     "jupyterhub": "jupyterhub:8000",
     "grafana": "grafana:3000",
     "prometheus": "prometheus:9090",
@@ -60,16 +69,19 @@ DEFAULTS: dict[str, Any] = {
     "error_log_level": "warn",
     "ecdh_curves": "X25519MLKEM768:X25519:prime256v1:secp384r1",
     "block_master_realm": True,
-    "status_port": 8080,          # internal stub_status listener; 0 disables it
+    "status_port": 8080,          # internal listener: stub_status, SuperLink health
+    # Debian's dynamic stream module (libnginx-mod-stream), for the pass-through.
+    "stream_module": "/usr/lib/nginx/modules/ngx_stream_module.so",
+    "admin_postgres_port": 5432,  # pass-through to PostgreSQL (published on the admin address)
+    "admin_keycloak_port": 8443,  # pass-through to Keycloak's own HTTPS (admin console)
     "realm": "flowerfl",
-    "federation_name": "flowerfl",
+    "connection_name": "fl",      # the flwr CLI connection `invoke fl.connection` writes
     "title": "Federated Learning Platform",
 }
 
 # Environment variables read by load_settings() (all optional except the domain,
 # which may come from the federation file instead).
 ENV_SETTINGS = {
-    "FL_PUBLIC_HTTPS_PORT": "https_port",
     "FL_TLS_DIR": "tls_dir",
     "FL_NGINX_RUNTIME_DIR": "runtime_dir",
     "FL_RESOLVER": "resolver",
@@ -79,6 +91,8 @@ ENV_SETTINGS = {
     "FL_NGINX_STATUS_PORT": "status_port",
     "FL_KEYCLOAK_REALM": "realm",
     "FL_EDGE_BLOCK_MASTER_REALM": "block_master_realm",
+    "FL_ZONES": "zone_subnets",
+    "FL_NGINX_STREAM_MODULE": "stream_module",
 }
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
@@ -140,10 +154,21 @@ def _checked(value: Any, regex: re.Pattern[str], what: str) -> str:
     return text
 
 
-def hostnames(domain: str) -> list[str]:
-    """Every public hostname the edge serves: the bare domain, then subdomains."""
-    domain = validate_hostname(domain)
-    return [domain] + [f"{sub}.{domain}" for sub in SUBDOMAINS]
+def parse_zones(spec: str | Mapping[str, str]) -> dict[str, str]:
+    """'services=172.20.0.0/16,clients=...' (or such a mapping) -> {zone: subnet}, validated."""
+    if isinstance(spec, Mapping):
+        spec = ",".join(f"{k}={v}" for k, v in spec.items())
+    zones: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in str(spec).split(","))):
+        name, _, cidr = item.partition("=")
+        name = name.strip()
+        if name not in ZONES:
+            raise ConfigError(f"FL_ZONES names an unknown zone {name!r} (known: {', '.join(ZONES)})")
+        try:
+            zones[name] = str(ipaddress.ip_network(cidr.strip(), strict=True))
+        except ValueError as exc:
+            raise ConfigError(f"FL_ZONES entry {item!r} is not zone=CIDR ({exc})") from None
+    return zones
 
 
 def load_settings(
@@ -151,26 +176,24 @@ def load_settings(
 ) -> dict[str, Any]:
     """Collect settings from the environment and the federation file (no defaults applied).
 
-    The domain comes from FL_DOMAIN, else from the federation file's ``domain``.
-    Upstreams can be overridden with FL_UPSTREAM_<NAME>=host:port.
+    The domain, the hostnames and their zones come from the federation file (rendered
+    by the tasks); the zones' subnets from FL_ZONES. Upstreams can be overridden with FL_UPSTREAM_<NAME>=host:port.
     """
     settings: dict[str, Any] = {}
     federation_path = Path(federation_file or env.get("FL_FEDERATION_FILE") or FEDERATION_FILE)
-    domain = env.get("FL_DOMAIN", "").strip()
-    if not domain:
-        if not federation_path.is_file():
-            raise ConfigError(
-                f"FL_DOMAIN is not set and {federation_path} does not exist: "
-                "set FL_DOMAIN or mount the federation file"
-            )
-        try:
-            federation = json.loads(federation_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read {federation_path}: {exc}") from exc
-        domain = str((federation or {}).get("domain") or "").strip()
-        if not domain:
-            raise ConfigError(f"FL_DOMAIN is not set and {federation_path} has no key 'domain'")
-    settings["domain"] = domain
+    if not federation_path.is_file():
+        raise ConfigError(f"{federation_path} does not exist: mount build/federation.json (invoke up renders it)")
+    try:
+        federation = json.loads(federation_path.read_text(encoding="utf-8")) or {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {federation_path}: {exc}") from exc
+    for key in ("domain", "hostnames", "zones"):
+        if not federation.get(key):
+            raise ConfigError(f"{federation_path} has no key {key!r}: render it with the tasks (invoke up)")
+        settings[key] = federation[key]
+    for key, setting in (("connection_name", "connection_name"), ("public_https_port", "https_port")):
+        if federation.get(key):
+            settings[setting] = federation[key]
     for variable, key in ENV_SETTINGS.items():
         if env.get(variable, "").strip():
             settings[key] = env[variable].strip()
@@ -187,11 +210,35 @@ def load_settings(
 def build_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Apply defaults to ``config`` and validate every value that reaches a template."""
     if not config.get("domain"):
-        raise ConfigError("the domain is not set (FL_DOMAIN or 'domain' in the federation file)")
+        raise ConfigError("the domain is not set ('domain' in the federation file)")
     cfg: dict[str, Any] = {**DEFAULTS, **{k: v for k, v in config.items() if k != "upstreams"}}
     cfg["domain"] = validate_hostname(cfg["domain"])
-    cfg["hostnames"] = hostnames(cfg["domain"])
-    cfg["https_port"] = _as_port(cfg["https_port"], "FL_PUBLIC_HTTPS_PORT")
+    # {name: hostname} from the federation file (or "hosts" of a configuration built
+    # already: build_config is idempotent)
+    raw_hosts = config.get("hosts") or config.get("hostnames") or {}
+    if not isinstance(raw_hosts, Mapping):
+        raise ConfigError("the federation file's 'hostnames' must map names to hostnames")
+    missing = [h for h in HOSTS if h not in raw_hosts]
+    if missing:
+        raise ConfigError(f"the federation file names no hostname for {', '.join(missing)}")
+    cfg["hosts"] = {h: validate_hostname(raw_hosts[h], f"hostname of {h}") for h in HOSTS}
+    cfg["hostnames"] = list(cfg["hosts"].values())
+    raw_zones = config.get("zones") or {}
+    cfg["host_zones"] = {}
+    for h in HOSTS:
+        zones = raw_zones.get(h, [])
+        unknown = [z for z in zones if z not in ZONES]
+        if unknown:
+            raise ConfigError(f"the federation file gives {h} unknown zone(s) {', '.join(unknown)}")
+        cfg["host_zones"][h] = ["external", *zones]
+    cfg["zone_subnets"] = parse_zones(cfg.get("zone_subnets") or "")
+    for port in ("admin_postgres_port", "admin_keycloak_port"):
+        cfg[port] = _as_port(cfg[port], port, allow_zero=True)
+    if cfg["stream_module"]:
+        cfg["stream_module"] = _checked(cfg["stream_module"], _PATH_RE, "FL_NGINX_STREAM_MODULE")
+    if (cfg["admin_postgres_port"] or cfg["admin_keycloak_port"]) and not cfg["stream_module"]:
+        raise ConfigError("the administration ports need the stream module (FL_NGINX_STREAM_MODULE)")
+    cfg["https_port"] = _as_port(cfg["https_port"], "public_https_port (federation file)")
     cfg["port_suffix"] = "" if cfg["https_port"] == 443 else f":{cfg['https_port']}"
     cfg["status_port"] = _as_port(cfg["status_port"], "FL_NGINX_STATUS_PORT", allow_zero=True)
     if cfg["status_port"] in (80, 443):
@@ -216,7 +263,7 @@ def build_config(config: Mapping[str, Any]) -> dict[str, Any]:
     cfg["ecdh_curves"] = _checked(cfg["ecdh_curves"], _CURVES_RE, "FL_NGINX_ECDH_CURVES")
     cfg["block_master_realm"] = _as_bool(cfg["block_master_realm"])
     cfg["realm"] = _checked(cfg["realm"], _NAME_RE, "FL_KEYCLOAK_REALM")
-    cfg["federation_name"] = _checked(cfg["federation_name"], _NAME_RE, "federation_name")
+    cfg["connection_name"] = _checked(cfg["connection_name"], _NAME_RE, "connection_name")
     cfg["title"] = _checked(cfg["title"], _TITLE_RE, "title")
     raw_upstreams = {**DEFAULT_UPSTREAMS, **dict(config.get("upstreams") or {})}
     unknown = set(raw_upstreams) - set(DEFAULT_UPSTREAMS)
@@ -252,19 +299,19 @@ def render(config: Mapping[str, Any]) -> str:
 
 def landing_services(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Rows of the landing page: name, URL, purpose and the status keys they answer to."""
-    d, p = cfg["domain"], cfg["port_suffix"]
+    h, p = cfg["hosts"], cfg["port_suffix"]
     return [
-        {"name": "Single sign-on (Keycloak)", "url": f"https://auth.{d}{p}/realms/{cfg['realm']}/account/",
+        {"name": "Single sign-on (Keycloak)", "url": f"https://{h['auth']}{p}/realms/{cfg['realm']}/account/",
          "link": True, "purpose": "your account, sign-in for every service", "status_keys": ["auth", "keycloak"]},
-        {"name": "JupyterHub", "url": f"https://hub.{d}{p}/", "link": True,
+        {"name": "JupyterHub", "url": f"https://{h['hub']}{p}/", "link": True,
          "purpose": "notebooks for researchers", "status_keys": ["hub", "jupyterhub"]},
-        {"name": "Grafana", "url": f"https://grafana.{d}{p}/", "link": True,
+        {"name": "Grafana", "url": f"https://{h['grafana']}{p}/", "link": True,
          "purpose": "dashboards", "status_keys": ["grafana"]},
-        {"name": "Prometheus", "url": f"https://prometheus.{d}{p}/", "link": True,
+        {"name": "Prometheus", "url": f"https://{h['prometheus']}{p}/", "link": True,
          "purpose": "metrics", "status_keys": ["prometheus"]},
-        {"name": "Control API (SuperLink)", "url": f"control.{d}{p}", "link": False,
+        {"name": "Control API (SuperLink)", "url": f"{h['control']}{p}", "link": False,
          "purpose": "the flwr CLI, after flwr login", "status_keys": ["control", "ctlgate", "superlink"]},
-        {"name": "Fleet API (SuperLink)", "url": f"fleet.{d}{p}", "link": False,
+        {"name": "Fleet API (SuperLink)", "url": f"{h['fleet']}{p}", "link": False,
          "purpose": "SuperNodes, with their organisation certificate", "status_keys": ["fleet", "superlink"]},
     ]
 
@@ -441,10 +488,11 @@ def healthcheck(env: Mapping[str, str]) -> int:
     # A liveness probe: chain and hostname are verified, but not Python 3.13's
     # stricter RFC 5280 profile checks (those are the CA tooling's business).
     context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
-    request = f"GET /healthz HTTP/1.1\r\nHost: {cfg['domain']}\r\nConnection: close\r\n\r\n"
+    landing = cfg["hosts"]["landing"]
+    request = f"GET /healthz HTTP/1.1\r\nHost: {landing}\r\nConnection: close\r\n\r\n"
     try:
         with socket.create_connection(("127.0.0.1", 443), timeout=4) as raw:
-            with context.wrap_socket(raw, server_hostname=cfg["domain"]) as tls:
+            with context.wrap_socket(raw, server_hostname=landing) as tls:
                 tls.sendall(request.encode("ascii"))
                 status_line = tls.recv(256).split(b"\r\n", 1)[0].decode("latin-1")
     except (OSError, ssl.SSLError) as exc:

@@ -242,13 +242,20 @@ def detached(proc_net_dev: str) -> bool:
     return all(name == "lo" or name in FALLBACK_DEVICES for name in interfaces(proc_net_dev))
 
 
+# Set by `invoke up` when it runs this healthcheck to see whether the SuperNode is
+# ready yet (fedops/engine.py): it then only observes. Only Docker's own healthcheck,
+# at its interval, counts failures and stops a broken SuperNode.
+OBSERVE_ONLY = "FL_HEALTH_OBSERVE_ONLY"
+
+
 def healthcheck(env: Mapping[str, str], timeout: float = 2.5) -> int:
     s = settings(env)
+    observe = env.get(OBSERVE_ONLY, "") == "1"
     host, port = parse_address(s["SUPERLINK_ADDRESS"], "SUPERLINK_ADDRESS")
     try:
         if detached(Path("/proc/net/dev").read_text()):
             print("network namespace detached (the site proxy was restarted)", file=sys.stderr)
-            if s["SUPERNODE_EXIT_WHEN_DETACHED"].lower() in ("1", "true", "yes", "on"):
+            if s["SUPERNODE_EXIT_WHEN_DETACHED"].lower() in ("1", "true", "yes", "on") and not observe:
                 print("stopping the SuperNode: the restart policy starts it again in the "
                       "site proxy's namespace", file=sys.stderr)
                 os.kill(1, signal.SIGTERM)
@@ -277,9 +284,11 @@ def healthcheck(env: Mapping[str, str], timeout: float = 2.5) -> int:
                 return 1
         except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy"
             print(f"gRPC health on {hhost}:{hport}: {exc}", file=sys.stderr)
-            stop_when_broken(s, record_failure(FAILURES_FILE))
+            if not observe:
+                stop_when_broken(s, record_failure(FAILURES_FILE))
             return 1
-    record_failure(FAILURES_FILE, reset=True)
+    if not observe:
+        record_failure(FAILURES_FILE, reset=True)
     return 0
 
 

@@ -35,7 +35,7 @@ def test_backup_folder_is_a_private_utc_timestamp(tmp_path):
     second = backup.new_backup_dir(tmp_path / "backups", now)
     assert first.name == "20260102T030405Z" and second.name == "20260102T030405Z-1"
     assert mode(first) == mode(tmp_path / "backups") == 0o700
-    assert backup.BACKUPS_DIR == paths.ROOT / "backups"
+    assert paths.BACKUPS_DIR == paths.instance() / "backups"   # in the instance, not the checkout
 
 
 def test_backups_are_git_ignored():
@@ -136,8 +136,7 @@ def test_a_present_ca_is_never_replaced_without_force(folder, tmp_path, monkeypa
     (pki / "private" / "ca.key").write_text("the current CA key")
     secrets_dir.mkdir()
     (secrets_dir / "README.md").write_text("committed, not a secret")
-    monkeypatch.setattr(paths, "PKI_DIR", pki)
-    monkeypatch.setattr(paths, "SECRETS_DIR", secrets_dir)
+    monkeypatch.setenv(paths.INSTANCE_ENV, str(tmp_path))
     for name in (backup.CA_TAR, backup.SECRETS_TAR):
         (folder / name).write_bytes(b"")
     assert backup.has_ca() and not backup.has_secrets()
@@ -159,11 +158,8 @@ def test_forced_restore_moves_the_current_ca_aside_and_extracts_the_backups(tmp_
     f = backup.new_backup_dir(tmp_path / "backups")
     backup.write_tar(f / backup.CA_TAR, [(new / "ca" / "pki", "ca/pki")])
     backup.write_tar(f / backup.SECRETS_TAR, [(new / "secrets", "secrets")])
-    monkeypatch.setattr(paths, "ROOT", old)
-    monkeypatch.setattr(paths, "PKI_DIR", old / "ca" / "pki")
-    monkeypatch.setattr(paths, "SECRETS_DIR", old / "secrets")
-    monkeypatch.setattr(backup, "BACKUPS_DIR", old / "backups")
-    monkeypatch.setattr(backup.stack, "give_supernode_keys", lambda fed: None)
+    monkeypatch.setenv(paths.INSTANCE_ENV, str(old))   # the instance restored into
+    monkeypatch.setattr(backup.prepare, "give_supernode_keys", lambda fed: None)
     monkeypatch.setattr("fedops.config.load", lambda: None)
     assert backup.restore_ca_and_secrets(f) == ["ca/pki", "secrets"]
     assert (old / "ca" / "pki" / "private" / "ca.key").read_text() == "backed-up key"

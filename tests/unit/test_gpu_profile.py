@@ -1,7 +1,7 @@
 """The GPU profile: compose.gpu.yml (the DCGM exporter) and the per-organisation overlay
 rendered from services/supernode/compose.gpu.yml.j2, checked on the merged Compose model
 (`docker compose ... config`: needs the docker CLI and its Compose plugin, no engine and
-no GPU). Files are rendered into a temporary folder, never into build/."""
+no GPU). Files are rendered into a temporary instance folder, never into the checkout."""
 from __future__ import annotations
 
 import json
@@ -29,18 +29,21 @@ pytestmark = pytest.mark.skipif(not _compose_available(),
 
 def merged(fed: config.Federation, folder: Path, profiles=(), env: dict | None = None) -> dict:
     """The merged Compose model for this federation, as fedops.compose.argv builds it,
-    with the rendered overlays taken from `folder`."""
+    with `folder` as the instance (its build/ rendered by fedops.render, as `invoke up`
+    does) and none of the caller's FL_*/COMPOSE_* variables."""
     folder.mkdir(parents=True, exist_ok=True)
-    orgs, gpu_sites = folder / "compose.organisations.yml", folder / "compose.gpu-sites.yml"
-    orgs.write_text(render.organisations_overlay(fed))
-    gpu_sites.write_text(render.gpu_sites_overlay(fed))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(compose, "ORGS_OVERLAY", orgs)
-        mp.setattr(compose, "GPU_SITES_OVERLAY", gpu_sites)
+        for key in list(os.environ):
+            if key.startswith(compose.ENV_PREFIXES):
+                mp.delenv(key)
+        mp.setenv(paths.INSTANCE_ENV, str(folder))
+        for key, value in (env or {}).items():
+            mp.setenv(key, value)
+        render.render_all(fed)
         argv = compose.argv(profiles)
         files = compose.files(profiles)
-    out = subprocess.run([*argv, "config", "--format", "json"], capture_output=True, text=True,
-                         env={**os.environ, **(env or {})})
+        out = subprocess.run([*argv, "config", "--format", "json"], capture_output=True, text=True,
+                             env=compose.environment())
     assert out.returncode == 0, out.stderr
     model = json.loads(out.stdout)
     model["_files"] = files

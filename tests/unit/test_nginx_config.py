@@ -1,12 +1,16 @@
-"""services/nginx: the rendered edge configuration (no Docker; the stack tests run it)."""
+"""services/nginx: the rendered edge configuration (no Docker; the stack tests run it),
+from the same federation.json the tasks render (fedops/render.py)."""
+import json
 import re
 
 import pytest
+import yaml
 
-from fedops import paths
+from fedops import config, paths, render, services
 from testcerts import load_entrypoint
 
 SERVICE = paths.SERVICES_DIR / "nginx"
+ZONES = "services=172.20.0.0/16,clients=172.21.0.0/16,monitoring=172.22.0.0/16,superlink=172.23.0.0/16"
 
 
 @pytest.fixture(scope="module")
@@ -15,14 +19,25 @@ def edge():
 
 
 @pytest.fixture(scope="module")
-def conf(edge):
-    return edge.render({"domain": "fl.localhost"})
+def federation():
+    fed = config.parse(yaml.safe_load(paths.CONFIG.read_text()))
+    return json.loads(render.federation_json(fed))
+
+
+@pytest.fixture(scope="module")
+def conf(edge, federation):
+    return edge.render({**federation, "zone_subnets": ZONES})
 
 
 def server_block(conf: str, name: str) -> str:
     """The text of the server block whose server_name is exactly `name`."""
     start = conf.index(f"server_name {name};")
     return conf[start:conf.find("\n    server {", start) if "\n    server {" in conf[start:] else len(conf)]
+
+
+def zone_map(conf: str, host: str) -> set[str]:
+    block = re.search(r"map \$edge_zone \$edge_allow_%s \{(.*?)\}" % host, conf, re.S).group(1)
+    return {line.split()[0] for line in block.strip().splitlines() if line.strip().endswith(" 1;")}
 
 
 def test_only_tls_12_and_13(conf):
@@ -61,14 +76,75 @@ def test_secrets_are_never_logged(conf):
     assert "$ssl_client_verify" in formats[0] and "$ssl_client_s_dn" in formats[0]
 
 
-def test_every_public_hostname_has_a_server(edge, conf):
-    for name in edge.hostnames("fl.localhost"):
+def test_every_public_hostname_has_a_server(conf, federation):
+    assert set(federation["hostnames"]) == {h.name for h in services.PUBLIC_HOSTS}
+    for name in federation["hostnames"].values():
         assert f"server_name {name};" in conf
 
 
-def test_a_bad_domain_is_refused(edge):
+def test_every_host_answers_exactly_its_zones(conf, federation):
+    """fedops/services.py says which internal zones may use each public host; the edge
+    closes other zones' requests (444) before any location runs."""
+    for host in services.PUBLIC_HOSTS:
+        assert zone_map(conf, host.name) == {"external", *host.zones}, host.name
+        block = server_block(conf, federation["hostnames"][host.name])
+        assert f"if ($edge_allow_{host.name} = 0)" in block.split("location", 1)[0]
+    for zone, subnet in (item.split("=") for item in ZONES.split(",")):
+        assert f"{subnet} {zone};" in re.search(r"geo \$edge_zone \{(.*?)\}", conf, re.S).group(1)
+
+
+def test_sites_reach_only_the_fleet_host(conf):
+    allowed = {h.name for h in services.PUBLIC_HOSTS if "clients" in zone_map(conf, h.name)}
+    assert allowed == {"fleet"}
+
+
+def test_ctlgate_is_reached_over_verified_tls(conf):
+    assert "http://$ctlgate_upstream" not in conf
+    for location in ("= /status.json", "= /v1/control/get-login-details", "= /_auth"):
+        block = conf[conf.index(f"location {location}"):]
+        block = block[:block.index("\n        }")]
+        assert "proxy_pass https://$ctlgate_upstream" in block and "proxy_ssl_verify on;" in block
+        assert "proxy_ssl_name ctlgate;" in block
+
+
+def test_stub_status_answers_only_the_monitoring_zone(conf):
+    internal = conf[conf.index("listen 8080;"):]
+    assert "if ($edge_allow_internal = 0)" in internal
+    status = internal[internal.index("location = /nginx_status"):]
+    assert status.index("if ($edge_zone != monitoring)") < status.index("stub_status;")
+    assert zone_map(conf, "internal") == {"monitoring", "services"}
+
+
+def test_administration_ports_pass_through_for_the_outside_world_only(conf):
+    stream = conf[conf.index("\nstream {"):]
+    assert conf.startswith("load_module /usr/lib/nginx/modules/ngx_stream_module.so;") or \
+        "\nload_module /usr/lib/nginx/modules/ngx_stream_module.so;" in conf
+    for port, upstream in (("5432", "postgres:5432"), ("8443", "keycloak:8443")):
+        server = stream[stream.index(f"listen {port};"):]
+        server = server[:server.index("proxy_pass")]
+        assert f"set $admin_upstream {upstream};" in server
+        for subnet in (item.split("=")[1] for item in ZONES.split(",")):
+            assert f"deny {subnet};" in server
+        assert "allow all;" in server
+
+
+def test_landing_page_names_the_connection_the_tasks_write(edge, federation):
+    html = edge.render_index({**federation, "zone_subnets": ZONES})
+    assert f"flwr login {services.CONNECTION_NAME}" in html
+    assert f"[superlink.{services.CONNECTION_NAME}]" in html
+    assert f'address = "{federation["hostnames"]["control"]}"' in html
+
+
+def test_a_bad_domain_is_refused(edge, federation):
     with pytest.raises(Exception):
-        edge.render({"domain": "evil;include /etc/passwd"})
+        edge.render({**federation, "domain": "evil;include /etc/passwd"})
+
+
+def test_a_zone_that_does_not_parse_is_refused(edge, federation):
+    with pytest.raises(edge.ConfigError, match="FL_ZONES entry"):
+        edge.render({**federation, "zone_subnets": "services=172.20.0.0/33"})
+    with pytest.raises(edge.ConfigError, match="unknown zone"):
+        edge.render({**federation, "zone_subnets": "lobby=10.0.0.0/8"})
 
 
 def fake_proc(root, processes: dict[int, str]):
@@ -92,3 +168,11 @@ def test_reload_waits_for_workers_that_serve_the_new_configuration(edge, tmp_pat
                     30: "nginx: worker process"})
     assert edge.wait_for_new_workers({20}, timeout=1, proc=new)
     assert not edge.wait_for_new_workers({20}, timeout=0.3, proc=old)
+
+
+def test_building_the_configuration_twice_gives_the_same(edge, federation):
+    """write_runtime_files renders nginx.conf and the landing page from one built
+    configuration: building it again must not lose the hostnames or zones."""
+    once = edge.build_config({**federation, "zone_subnets": ZONES})
+    assert edge.build_config(once) == once
+    assert edge.render(once) == edge.render({**federation, "zone_subnets": ZONES})

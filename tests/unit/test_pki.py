@@ -8,7 +8,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
-from fedops import config, pki, services, stack
+from fedops import config, pki, prepare, services
 from fedops.errors import FedopsError
 
 
@@ -22,9 +22,10 @@ def fed_module():
 def ca(tmp_path_factory, fed_module):
     runner = pki.find_host_easyrsa()
     assert runner, "easy-rsa must be installed on the host for these tests (apt-get install easy-rsa)"
-    ca = pki.PKI(fed_module, tmp_path_factory.mktemp("ca") / "pki")
+    folder = tmp_path_factory.mktemp("ca") / "pki"
+    ca = pki.PKI(fed_module, folder, runner=pki.default_runner(folder, mode="host"))
     assert ca.init() is True
-    stack.issue_all(fed_module, ca)
+    prepare.issue_all(fed_module, ca)
     return ca
 
 
@@ -53,7 +54,7 @@ def test_a_crl_exists_from_the_start(ca):
     assert crl.next_update_utc > pki.now()
 
 
-@pytest.mark.parametrize("name", [s.name for s in services.SERVICES])
+@pytest.mark.parametrize("name", [s.name for s in services.with_certificates()])
 def test_server_certificates_verify_and_carry_the_sans(ca, fed_module, name):
     path = ca.cert(name)
     assert openssl_verify(ca, path).returncode == 0
@@ -85,7 +86,7 @@ def test_organisation_certificates_are_client_certificates(ca, fed_module):
 
 
 def test_issue_is_idempotent_and_reissues_on_san_change(ca, fed_module):
-    assert set(stack.issue_all(fed_module, ca).values()) == {"kept"}
+    assert set(prepare.issue_all(fed_module, ca).values()) == {"kept"}
     serial = pki.load_cert(ca.cert("prometheus")).serial_number
     assert ca.ensure("prometheus", ["DNS:prometheus", "DNS:metrics.example.org"]) == "reissued"
     assert pki.load_cert(ca.cert("prometheus")).serial_number != serial
@@ -137,11 +138,11 @@ def test_status_lists_every_certificate(ca):
 
 def test_missing_ca_says_run_ca_init(tmp_path, fed_module):
     with pytest.raises(FedopsError, match="invoke ca.init"):
-        pki.PKI(fed_module, tmp_path / "nothing").ensure("x", ["DNS:x"])
+        pki.PKI(fed_module, tmp_path / "nothing", runner=pki.default_runner(tmp_path / "nothing", mode="host")).ensure("x", ["DNS:x"])
 
 
 def test_certificate_from_another_ca_does_not_verify(ca, tmp_path, fed_module):
-    other = pki.PKI(fed_module, tmp_path / "other")
+    other = pki.PKI(fed_module, tmp_path / "other", runner=pki.default_runner(tmp_path / "other", mode="host"))
     other.init()
     other.ensure("postgres", ["DNS:postgres"])
     assert openssl_verify(ca, other.cert("postgres")).returncode != 0

@@ -6,7 +6,7 @@ from fedops import compose, paths
 from fedops.tasks import stack as stack_tasks
 
 
-def test_compose_argv_names_project_files_and_profiles():
+def test_compose_argv_names_project_files_and_profiles():  # in the hermetic instance
     argv = compose.argv(["gpu"])
     assert argv[:2] == ["docker", "compose"]
     assert argv[argv.index("-p") + 1] == compose.project_name() == "flfed"
@@ -14,7 +14,7 @@ def test_compose_argv_names_project_files_and_profiles():
     assert files[0] == str(paths.ROOT / "docker-compose.yml")
     # the GPU overlay, then (once rendered) its per-organisation half
     gpu = files.index(str(paths.ROOT / "compose.gpu.yml"))
-    assert files[gpu + 1:] in ([], [str(compose.GPU_SITES_OVERLAY)])
+    assert files[gpu + 1:] in ([], [str(compose.gpu_sites_overlay())])
     assert argv[-2:] == ["--profile", "gpu"]
     assert "--profile" not in compose.argv([])
 
@@ -85,12 +85,14 @@ def test_every_task_has_help():
 
 
 def test_up_without_a_docker_engine_says_what_to_do(tmp_path):
-    """The real task, against an engine that is not there (a socket nobody listens on)."""
+    """The real task (this venv's invoke, not the ./invoke wrapper, which would make a
+    .venv), against an engine that is not there (a socket nobody listens on)."""
     import os
     import subprocess
+    import sys
     from fedops import paths
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}
-    proc = subprocess.run([str(paths.ROOT / "invoke"), "up"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "invoke", "up"], capture_output=True, text=True,
                           env=env, cwd=paths.ROOT, timeout=120)
     assert proc.returncode == 2
     out = proc.stdout + proc.stderr

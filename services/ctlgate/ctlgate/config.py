@@ -13,13 +13,19 @@ from pathlib import Path
 
 FEDERATION_JSON = Path("/etc/fl/federation.json")
 DEFAULT_CA_FILE = "/etc/fl/tls/ca.crt"
+# ctlgate serves HTTPS with its own certificate from the project CA: the edge verifies
+# it (the control. host carries bearer and refresh tokens).
+DEFAULT_TLS_CERT = "/etc/fl/tls/tls.crt"
+DEFAULT_TLS_KEY = "/etc/fl/tls/tls.key"
 
 # Landing-page probes: name=url[|fallback-url], comma separated. Schemes: tcp://,
 # http(s)://host:port/path (2xx/3xx is up), grpc://host:port (grpc.health.v1 SERVING).
+# The SuperLink is on a network only the edge joins: its health is read through the
+# edge's internal listener (services/nginx, /superlink/health).
 DEFAULT_PROBES = (
     "postgres=tcp://postgres:5432,"
     "keycloak=https://keycloak:9000/health/ready,"
-    "superlink=grpc://superlink:9099|tcp://superlink:8000,"
+    "superlink=http://nginx:8080/superlink/health,"
     "jupyterhub=tcp://jupyterhub:8000,"
     "grafana=tcp://grafana:3000,"
     "prometheus=tcp://prometheus:9090"
@@ -70,15 +76,20 @@ def parse_probes(spec: str) -> dict[str, list[str]]:
     return probes
 
 
+def read_federation(federation_json: Path = FEDERATION_JSON) -> dict:
+    """/etc/fl/federation.json (rendered by the tasks), or {} when it is absent."""
+    if not federation_json.is_file():
+        return {}
+    try:
+        data = json.loads(federation_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{federation_json}: cannot read JSON ({exc})") from None
+    return data if isinstance(data, dict) else {}
+
+
 def read_domain(env: dict[str, str], federation_json: Path = FEDERATION_JSON) -> str:
     """``FL_DOMAIN`` wins, else ``domain`` from /etc/fl/federation.json."""
-    domain = env.get("FL_DOMAIN", "").strip()
-    if not domain and federation_json.is_file():
-        try:
-            data = json.loads(federation_json.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{federation_json}: cannot read JSON ({exc})") from None
-        domain = str(data.get("domain", "") if isinstance(data, dict) else "").strip()
+    domain = env.get("FL_DOMAIN", "").strip() or str(read_federation(federation_json).get("domain", "")).strip()
     if not domain:
         raise ConfigError(
             f"no domain: set FL_DOMAIN or provide 'domain' in {federation_json}"
@@ -100,6 +111,8 @@ class Config:
     cli_client_id: str = "flwr-cli"
     device_scope: str = "openid"
     ca_file: str | None = DEFAULT_CA_FILE
+    tls_cert: str | None = DEFAULT_TLS_CERT
+    tls_key: str | None = DEFAULT_TLS_KEY
     listen_host: str = "0.0.0.0"
     listen_port: int = 8081
     leeway: float = 0.0
@@ -130,12 +143,18 @@ class Config:
     ) -> Config:
         env = dict(os.environ if env is None else env)
         domain = read_domain(env, federation_json)
+        federation = read_federation(federation_json)
         realm = env.get("CTLGATE_REALM", "").strip() or "flowerfl"
+        # The issuer is Keycloak's public URL (with the published port unless 443:
+        # urls.auth in federation.json); back-channel calls go to the edge's auth.
+        # alias inside the engine, on its port 443.
+        auth_host = str((federation.get("hostnames") or {}).get("auth") or f"auth.{domain}")
+        auth_url = str((federation.get("urls") or {}).get("auth") or f"https://{auth_host}")
         issuer = (
-            env.get("CTLGATE_ISSUER", "").strip() or f"https://auth.{domain}/realms/{realm}"
+            env.get("CTLGATE_ISSUER", "").strip() or f"{auth_url}/realms/{realm}"
         ).rstrip("/")
         kc_base = (
-            env.get("CTLGATE_KEYCLOAK_URL", "").strip() or f"https://auth.{domain}"
+            env.get("CTLGATE_KEYCLOAK_URL", "").strip() or f"https://{auth_host}"
         ).rstrip("/")
         listen = env.get("CTLGATE_LISTEN", "").strip() or "0.0.0.0:8081"
         host, _, port = listen.rpartition(":")
@@ -144,6 +163,10 @@ class Config:
         except ValueError:
             raise ConfigError(f"CTLGATE_LISTEN={listen!r} is not HOST:PORT") from None
         ca_file = env.get("CTLGATE_CA_FILE", DEFAULT_CA_FILE).strip() or None
+        tls_cert = env.get("CTLGATE_TLS_CERT", DEFAULT_TLS_CERT).strip() or None
+        tls_key = env.get("CTLGATE_TLS_KEY", DEFAULT_TLS_KEY).strip() or None
+        if bool(tls_cert) != bool(tls_key):
+            raise ConfigError("CTLGATE_TLS_CERT and CTLGATE_TLS_KEY are set together or not at all")
         for url, name in ((issuer, "CTLGATE_ISSUER"), (kc_base, "CTLGATE_KEYCLOAK_URL")):
             if not url.startswith(("https://", "http://")):
                 raise ConfigError(f"{name}={url!r} is not an http(s) URL")
@@ -156,6 +179,8 @@ class Config:
             cli_client_id=env.get("CTLGATE_CLI_CLIENT_ID", "").strip() or "flwr-cli",
             device_scope=env.get("CTLGATE_DEVICE_SCOPE", "openid").strip(),
             ca_file=ca_file,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
             listen_host=host or "0.0.0.0",
             listen_port=port_num,
             leeway=_float(env, "CTLGATE_LEEWAY", 0.0),

@@ -1,4 +1,5 @@
-"""The HTTP server (stdlib ThreadingHTTPServer, plain HTTP on the services network).
+"""The HTTPS server (stdlib ThreadingHTTPServer with its certificate from the project
+CA; the TLS handshake runs in each connection's own thread).
 
 Routes:
   GET  /auth                             NGINX auth_request: 200 / 401 / 403
@@ -6,7 +7,7 @@ Routes:
   POST /v1/control/get-auth-tokens       flwr login: poll for the tokens
   POST /v1/control/refresh-auth-tokens   flwr *: refresh after a 401
   GET  /forbidden                        optional NGINX error_page 403 target (JSON body)
-  GET  /status                           JSON up/down of the platform's services
+  GET  /status                           JSON up/down of the platform's services (state only)
   GET  /healthz                          liveness of this process
   GET  /metrics                          Prometheus metrics
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -248,7 +250,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/healthz":
             self._send_json(200, {"status": "ok", "version": __version__})
         elif path == "/status":
-            self._send_json(200, self.gateway.prober.status(), [("Cache-Control", "no-store")])
+            self._send_json(200, self.gateway.prober.public_status(), [("Cache-Control", "no-store")])
         elif path == "/metrics":
             self._send(200, generate_latest(self.gateway.metrics.registry), CONTENT_TYPE_LATEST)
         elif path == "/forbidden":
@@ -337,14 +339,44 @@ class Handler(BaseHTTPRequestHandler):
         self._send_result(result)
 
 
+def make_server_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    handshake_timeout = 10.0
 
-    def __init__(self, address: tuple[str, int], gateway: Gateway) -> None:
+    def __init__(self, address: tuple[str, int], gateway: Gateway,
+                 tls: ssl.SSLContext | None = None) -> None:
         super().__init__(address, Handler)
         self.gateway = gateway
+        self.tls = tls
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """In the connection's thread: the TLS handshake, then the requests."""
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        try:
+            request.settimeout(self.handshake_timeout)
+            tls_socket = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.info("TLS handshake with %s failed: %s", client_address[0], exc)
+            return
+        try:
+            super().finish_request(tls_socket, client_address)
+        finally:
+            try:
+                tls_socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            tls_socket.close()
 
 
 def serve(config: Config) -> None:
@@ -357,7 +389,8 @@ def serve(config: Config) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     disable_created_metrics()  # no *_created series: less noise in Prometheus
     gateway = Gateway(config)
-    server = Server((config.listen_host, config.listen_port), gateway)
+    tls = make_server_tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None
+    server = Server((config.listen_host, config.listen_port), gateway, tls)
 
     def stop(signum: int, _frame: Any) -> None:
         log.info("signal %d: shutting down", signum)
@@ -366,8 +399,8 @@ def serve(config: Config) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info(
-        "ctlgate %s listening on %s:%d; issuer %s, audience %s, role %s, JWKS %s",
-        __version__, config.listen_host, config.listen_port, config.issuer,
+        "ctlgate %s listening on %s://%s:%d; issuer %s, audience %s, role %s, JWKS %s",
+        __version__, "https" if tls else "http", config.listen_host, config.listen_port, config.issuer,
         config.audience, config.role, config.jwks_url,
     )
     # Warm the JWKS cache in the background; /auth fetches on demand anyway.

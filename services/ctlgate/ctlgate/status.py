@@ -111,6 +111,7 @@ class StatusProber:
         self._lock = threading.Lock()
         self._cached: dict[str, Any] | None = None
         self._cached_at = 0.0
+        self._last: dict[str, bool] = {}
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(probes)), thread_name_prefix="probe")
 
     def probe_target(self, url: str) -> tuple[bool, str]:
@@ -136,6 +137,9 @@ class StatusProber:
             if up:
                 break
         self._on_result(name, up)
+        if self._last.get(name) != up:   # the details go to the log, on changes only
+            self._last[name] = up
+            log.info("status %s: %s (%s)", name, "up" if up else "down", "; ".join(details))
         return {
             "up": up,
             "state": "up" if up else "down",
@@ -160,3 +164,13 @@ class StatusProber:
             }
             self._cached_at = self._clock()
             return self._cached
+
+    def public_status(self) -> dict[str, Any]:
+        """What the public landing page may show: each service's state, nothing about
+        internal hostnames, ports or error texts (those are in the log and metrics)."""
+        full = self.status()
+        return {
+            "checked_at": full["checked_at"],
+            "all_up": full["all_up"],
+            "services": {name: {"state": s["state"]} for name, s in full["services"].items()},
+        }

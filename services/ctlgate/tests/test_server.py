@@ -152,3 +152,33 @@ def test_status_probes(realm: Realm, keycloak: FakeKeycloak) -> None:
         )
     finally:
         listener.close()
+
+
+def test_the_gateway_serves_https_with_its_certificate(gateway, tmp_path) -> None:
+    """The edge reaches ctlgate over TLS and verifies its certificate (the control. host
+    carries bearer and refresh tokens); plain HTTP and an unknown CA get nowhere."""
+    import ssl
+    from ctlgate.server import make_server_tls_context
+    from testcerts import make_ca, make_leaf, pem_cert, pem_key
+    ca = make_ca("test CA")
+    key, cert = make_leaf(ca, "ctlgate", dns=["ctlgate", "localhost"])
+    (tmp_path / "ca.crt").write_bytes(pem_cert(ca[1]))
+    (tmp_path / "tls.crt").write_bytes(pem_cert(cert))
+    (tmp_path / "tls.key").write_bytes(pem_key(key))
+    srv = Server(("127.0.0.1", 0), gateway, make_server_tls_context(str(tmp_path / "tls.crt"), str(tmp_path / "tls.key")))
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    port = srv.server_address[1]
+    try:
+        context = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        with httpx.Client(verify=context) as http:
+            assert http.get(f"https://localhost:{port}/healthz").status_code == 200
+        with httpx.Client() as http, pytest.raises(httpx.HTTPError):
+            http.get(f"http://localhost:{port}/healthz", timeout=3)
+        with httpx.Client(verify=ssl.create_default_context()) as http, pytest.raises(httpx.ConnectError):
+            http.get(f"https://localhost:{port}/healthz")
+        with httpx.Client(verify=context) as http:   # still serving after the refusals
+            assert http.get(f"https://localhost:{port}/healthz").status_code == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -343,3 +343,22 @@ def test_a_silent_supernode_is_stopped_then_killed(ep):
     assert ep.stop_when_broken(s, 5, kill, find) == "kill"
     assert sent[-1] == (42, ep.signal.SIGKILL)
     assert ep.stop_when_broken(ep.settings({"SUPERNODE_EXIT_AFTER_FAILURES": "0"}), 9, kill, find) == ""
+
+
+def test_a_readiness_probe_only_observes(ep, tmp_path, monkeypatch):
+    """`invoke up` runs this healthcheck every half second while a SuperNode starts
+    (FL_HEALTH_OBSERVE_ONLY=1): its failures must not count towards stopping it."""
+    import socket
+    state = tmp_path / "failures"
+    monkeypatch.setattr(ep, "FAILURES_FILE", state)
+    with socket.socket() as listener, socket.socket() as unused:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        unused.bind(("127.0.0.1", 0))   # bound, not listening: the health service is silent
+        env = {"SUPERLINK_ADDRESS": f"127.0.0.1:{listener.getsockname()[1]}",
+               "SUPERNODE_HEALTH_ADDRESS": f"127.0.0.1:{unused.getsockname()[1]}"}
+        for _ in range(5):
+            assert ep.healthcheck({**env, ep.OBSERVE_ONLY: "1"}, timeout=0.5) == 1
+        assert not state.exists()
+        assert ep.healthcheck(env, timeout=0.5) == 1   # Docker's own healthcheck counts
+        assert state.read_text().strip() == "1"

@@ -1,0 +1,95 @@
+"""The Docker engine through its SDK: the one place that talks to the engine's API
+directly (Compose commands go through fedops/compose.py). Used for what Compose has no
+command for: exec'ing a service's own health probe while waiting for it, the ports this
+project's containers hold, and short-lived helper containers."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from .errors import FedopsError
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+
+
+@functools.lru_cache(maxsize=1)
+def client():
+    import docker
+    try:
+        return docker.from_env(timeout=120)
+    except Exception as exc:  # the SDK raises several kinds
+        raise FedopsError(f"the Docker engine does not answer ({exc.__class__.__name__})",
+                          "start it (e.g. `sudo systemctl start docker`) and check `docker info`")
+
+
+def ping() -> None:
+    try:
+        client().ping()
+    except FedopsError:
+        raise
+    except Exception as exc:
+        raise FedopsError(f"the Docker engine does not answer ({exc.__class__.__name__})",
+                          "start it (e.g. `sudo systemctl start docker`) and check `docker info`")
+
+
+# Compose labels the images it builds with the project and service too, so a container
+# started from such an image by hand (`docker run`) carries them: only Compose's own
+# containers have a container number.
+NUMBER_LABEL = "com.docker.compose.container-number"
+
+
+def project_containers(project: str, all: bool = True) -> dict[str, object]:
+    """{service: container} of a Compose project (one container per service here)."""
+    found = client().containers.list(all=all, filters={"label": [f"{PROJECT_LABEL}={project}", NUMBER_LABEL]})
+    return {c.labels.get(SERVICE_LABEL, c.name): c for c in found}
+
+
+def held_ports(project: str) -> set[int]:
+    """Host ports this project's running containers publish already (not a conflict)."""
+    ports = set()
+    for ctr in project_containers(project, all=False).values():
+        for bindings in (ctr.ports or {}).values():
+            for b in bindings or []:
+                ports.add(int(b["HostPort"]))
+    return ports
+
+
+def healthcheck_command(test: list[str] | None) -> list[str] | None:
+    """A Compose/Docker healthcheck `test` as an exec argv (None: no probe)."""
+    if not test or test[0] == "NONE":
+        return None
+    if test[0] == "CMD":
+        return list(test[1:])
+    if test[0] == "CMD-SHELL":
+        return ["/bin/sh", "-c", " ".join(test[1:])]
+    return list(test)
+
+
+# Passed to every probe: a healthcheck with side effects (the SuperNode's stops a
+# SuperNode after consecutive failures) only observes when it sees this.
+OBSERVE_ONLY = {"FL_HEALTH_OBSERVE_ONLY": "1"}
+
+
+@dataclass
+class Probe:
+    """A service's own health probe, run on demand in its running container."""
+    container_id: str
+    argv: list[str]
+
+    def __call__(self) -> bool:
+        try:
+            ctr = client().containers.get(self.container_id)
+            if ctr.status != "running":
+                return False
+            # attached (stdout/stderr), so that the call waits for the exit code
+            result = ctr.exec_run(self.argv, environment=OBSERVE_ONLY)
+            return result.exit_code == 0
+        except Exception:   # the container went away or exec failed: not ready yet
+            return False
+
+
+def run_helper(image: str, command: list[str], volumes: dict, network_mode: str = "none") -> bytes:
+    """A short-lived helper container (removed afterwards); returns its output."""
+    return client().containers.run(image, command, volumes=volumes, remove=True,
+                                   network_mode=network_mode, stdout=True, stderr=False)

@@ -1,0 +1,48 @@
+"""services/keycloak: the realm and Keycloak's environment, rendered from the same
+federation.json the tasks write (no Docker; the stack tests run Keycloak)."""
+import json
+
+import pytest
+import yaml
+
+from fedops import config, paths, render
+from testcerts import load_entrypoint
+
+SECRETS = {"keycloak_users": {"researcher": "r" * 16, "hubadmin": "h" * 16, "observer": "o" * 16},
+           "oidc_jupyterhub_secret": "j" * 24, "oidc_grafana_secret": "g" * 24, "oidc_ctlgate_secret": "c" * 24}
+
+
+@pytest.fixture(scope="module")
+def kc():
+    return load_entrypoint(paths.SERVICES_DIR / "keycloak" / "entrypoint.py", "keycloak_entry")
+
+
+def federation(port: int) -> dict:
+    fed = config.parse(yaml.safe_load(paths.CONFIG.read_text()))
+    return json.loads(render.federation_json(fed, https_port=port))
+
+
+@pytest.mark.parametrize(("port", "suffix"), [(443, ""), (8443, ":8443")])
+def test_the_issuer_and_redirects_carry_the_published_port(kc, port, suffix):
+    fed = federation(port)
+    env = kc.keycloak_environment(kc.validate_federation(fed)["urls"]["auth"], "pw", {})
+    assert env["KC_HOSTNAME"] == f"https://auth.{fed['domain']}{suffix}"
+    realm = kc.render_realm(fed, SECRETS)
+    clients = {c["clientId"]: c for c in realm["clients"]}
+    assert clients["jupyterhub"]["redirectUris"] == [f"https://hub.{fed['domain']}{suffix}/hub/oauth_callback"]
+    assert clients["grafana"]["redirectUris"] == [f"https://grafana.{fed['domain']}{suffix}/login/generic_oauth"]
+
+
+def test_a_federation_file_without_urls_is_refused(kc):
+    fed = federation(443)
+    del fed["urls"]
+    with pytest.raises(kc.ConfigError, match="federation.urls"):
+        kc.render_realm(fed, SECRETS)
+
+
+def test_every_user_gets_a_group_and_a_password(kc):
+    realm = kc.render_realm(federation(443), SECRETS)
+    users = {u["username"]: u for u in realm["users"]}
+    assert set(users) == set(SECRETS["keycloak_users"])
+    assert "/superlink_users" in users["researcher"]["groups"]
+    assert "/superlink_users" not in users["observer"]["groups"]
