@@ -1,13 +1,16 @@
 """Project certificate authority (easy-rsa in ./ca)."""
 from invoke import task
 
-from .. import config, paths, pki, preflight, prepare, render, stack
+from .. import compose, config, paths, pki, preflight, prepare, render, stack
 from . import clear_errors
 
 
 def _pki(fed):
     render.render_all(fed)   # the ca-tools container (no easy-rsa on the host) needs build/
-    return prepare.project_ca(fed)
+    ca = prepare.project_ca(fed)
+    where = "on this host" if ca.runner.where == "host" else "in the ca-tools container"
+    print(f"easy-rsa {where} (FL_EASYRSA={compose.setting('FL_EASYRSA', 'auto')}); PKI in {ca.dir}")
+    return ca
 
 
 @task(help={"force": "replace an existing CA (every certificate must then be re-issued): asks first",
@@ -73,7 +76,6 @@ def revoke(c, name, reason="keyCompromise"):
     changed = pki.refresh_crl(ca)
     print(f"revoked {cert}; CRL updated in {len(changed)} deployed folder(s)")
     if "nginx" in stack.running():
-        from .. import compose
         compose.run(c, "exec", "-T", "nginx", *stack.RELOAD_COMMAND, echo=True, hide="out")
         print("edge reloaded: the revoked certificate is refused from now on")
 

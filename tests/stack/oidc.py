@@ -18,7 +18,7 @@ ANY_FORM_RE = re.compile(r'<form[^>]*action="(?P<action>[^"]+)"', re.S)
 
 
 def realm_url(stack) -> str:
-    return f"https://{stack.fed.hostname('auth')}/realms/flowerfl"
+    return f"{stack.url('auth')}/realms/flowerfl"
 
 
 def form_action(page: str, form_id: str | None = None) -> str:

@@ -18,6 +18,25 @@ def loopback_env(fed: config.Federation) -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join([str(LOOPBACK), os.environ.get("PYTHONPATH", "")])}
 
 
+def connect(stack, user="keycloak", db=None, password=None, sslmode="verify-full", **kw):
+    """A PostgreSQL connection from this machine through the administration port."""
+    import psycopg
+    return psycopg.connect(host="localhost", port=int(stack.setting("FL_POSTGRES_PORT")),
+                           user=user, dbname=db or user,
+                           password=password if password is not None else stack.secret(f"{user}_db_password"),
+                           sslmode=sslmode, sslrootcert=str(stack.ca), connect_timeout=10, **kw)
+
+
+def completed_run(rounds: int = 1) -> str:
+    """The id of a run that finished:completed: an existing one, else a new run."""
+    done = [r["run-id"] for r in federation.runs() if r["status"] == "finished:completed"]
+    if done:
+        return done[-1]
+    row = federation.wait_finished(federation.submit("digits", rounds))
+    assert row["status"] == "finished:completed", row
+    return row["run-id"]
+
+
 def utc_now() -> str:
     """Now, as `docker compose logs --since` takes it."""
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -53,8 +53,7 @@ URL_RE = re.compile(r"https://\S+")
 
 # ---------------------------------------------------------------- the edge over HTTP
 def control_url(stack, path: str) -> str:
-    port = https_port()
-    return f"https://{stack.fed.hostname('control')}{'' if port == 443 else f':{port}'}{path}"
+    return f"{stack.url('control')}{path}"
 
 
 def call_control(stack, path: str = LIST_RUNS, token: str | None = None, method: str = "POST",
@@ -72,7 +71,7 @@ def call_control(stack, path: str = LIST_RUNS, token: str | None = None, method:
 
 def raw_request(stack, target: str, token: str) -> tuple[int, bytes]:
     """A request line sent byte for byte (no client-side normalisation of the path)."""
-    host = stack.fed.hostname("control")
+    host = stack.hostname("control")
     request = (f"POST {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
                "Content-Type: application/protobuf\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
     with handshake(host, tls_context(stack)) as sock:
@@ -292,7 +291,7 @@ def researcher(stack, passwords, tmp_path_factory) -> tuple[Path, Login]:
 # ---------------------------------------------------------------- the flwr CLI through the edge
 def test_the_connection_points_at_the_control_host_with_the_project_ca(stack, tmp_path):
     text = (flwr_home(stack, tmp_path) / "config.toml").read_text()
-    assert f'address = "{stack.fed.hostname("control")}:{https_port()}"' in text
+    assert f'address = "{stack.hostname("control")}:{https_port()}"' in text
     assert f'root-certificates = "{stack.ca}"' in text
     assert "insecure" not in text
 
@@ -427,7 +426,7 @@ def test_a_bad_or_foreign_token_gets_401(stack, tokens, passwords, variant, reas
     elif variant == "jupyterhub-client-token":     # same user, same realm, other client
         with client(stack) as http:
             token = oidc.authorization_code_login(
-                stack, http, "jupyterhub", f"https://{stack.fed.hostname('hub')}/hub/oauth_callback",
+                stack, http, "jupyterhub", f"{stack.url('hub')}/hub/oauth_callback",
                 "researcher", passwords["researcher"])["access_token"]
         assert "superlink_user" in claims_of(token)["realm_access"]["roles"]
     else:                                           # another issuer: Keycloak's master realm

@@ -1,18 +1,16 @@
-"""PostgreSQL (task list 3.1): TLS only, scram only, databases per consumer, persistence."""
+"""PostgreSQL (task list 3.1): TLS only, scram only, databases per consumer, the
+superuser only inside its container. From this machine through the administration port
+(the edge passes it through)."""
 import psycopg
 import pytest
 
-
-def connect(stack, user="keycloak", db=None, password=None, sslmode="verify-full", **kw):
-    return psycopg.connect(host="localhost", port=int(stack.setting("FL_POSTGRES_PORT")),
-                           user=user, dbname=db or user,
-                           password=password if password is not None else stack.secret(f"{user}_db_password"),
-                           sslmode=sslmode, sslrootcert=str(stack.ca), connect_timeout=10, **kw)
+from stackenv import connect
 
 
 def test_postgres_is_healthy(stack):
-    out = stack.compose("ps", "--format", "{{.Health}}", "postgres").stdout.strip()
-    assert out == "healthy"
+    from fedops import stack as stack_ops
+    stack_ops.wait_healthy(["postgres"], timeout=60)
+    assert stack.exec("postgres", "pg_isready -h /run/postgresql -U postgres").returncode == 0
 
 
 @pytest.mark.parametrize("user", ["keycloak", "jupyterhub", "grafana", "flower"])
@@ -49,13 +47,25 @@ def test_a_role_cannot_open_another_consumers_database(stack):
         connect(stack, user="keycloak", db="grafana")
 
 
+def superuser_sql(stack, sql: str) -> list[list[str]]:
+    """As the superuser over the local socket inside the container (the only way)."""
+    out = stack.compose("exec", "-T", "postgres", "psql", "-X", "-At", "-F", "|", "-h", "/run/postgresql",
+                        "-U", "postgres", "-d", "postgres", "-c", sql).stdout
+    return [line.split("|") for line in out.splitlines() if line]
+
+
+def test_the_superuser_is_refused_over_tcp_even_with_its_password(stack):
+    with pytest.raises(psycopg.OperationalError, match='rejects connection for host .*user "postgres"'):
+        connect(stack, "postgres", db="postgres", password=stack.secret("postgres_password"))
+
+
 def test_authentication_methods_are_scram_only(stack):
-    with connect(stack, "postgres", password=stack.secret("postgres_password")) as conn:
-        rules = conn.execute("SELECT type, auth_method FROM pg_hba_file_rules").fetchall()
-        dbs = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
-        enc = conn.execute("SHOW password_encryption").fetchone()[0]
-    methods = {m for _, m in rules}
-    assert methods <= {"peer", "scram-sha-256", "reject"}
-    assert ("hostnossl", "reject") in rules
+    rules = [tuple(r) for r in superuser_sql(stack, "SELECT type, user_name, auth_method FROM pg_hba_file_rules")]
+    dbs = {r[0] for r in superuser_sql(stack, "SELECT datname FROM pg_database")}
+    enc = superuser_sql(stack, "SHOW password_encryption")[0][0]
+    assert {m for _, _, m in rules} <= {"peer", "scram-sha-256", "reject"}
+    assert ("hostnossl", "{all}", "reject") in rules
+    # the superuser: peer on the local socket, and every TCP rule for it rejects
+    assert [m for t, u, m in rules if u == "{postgres}"] == ["peer", "reject", "reject"]
     assert {"keycloak", "jupyterhub", "grafana", "flower"} <= dbs
     assert enc == "scram-sha-256"

@@ -1,11 +1,10 @@
-"""Nothing is lost on `invoke down` + `invoke up` (runs last: it restarts the stack)."""
+"""Nothing is lost on `invoke down` + `invoke up` (the whole test deployment restarts)."""
 import json
 
 import oidc
 from fedops import federation
-from stackenv import wait_all_online
+from stackenv import completed_run, connect, wait_all_online
 from kcadmin import admin_client, user
-from test_postgres import connect
 
 
 def test_identity_export_writes_the_live_realm(stack, tmp_path):
@@ -29,6 +28,7 @@ def test_data_survives_down_and_up(stack):
         researcher["lastName"] = "Changed-In-Keycloak"
         assert admin.put(f"/users/{researcher['id']}", json=researcher).status_code == 204
 
+    completed_run()
     runs_before = {r["run-id"] for r in federation.runs()}
     nodes_before = {n.name: n.node_id for n in federation.nodes() if n.status != "unregistered"}
 
