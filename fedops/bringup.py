@@ -146,6 +146,11 @@ def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks: dict[s
     if build:
         from . import images
         images.build(c, profiles=profiles)
+    drift = engine.network_drift(the_model.get("networks", {}))
+    if drift:
+        step(f"network settings changed ({', '.join(drift)}): recreating the networks; "
+             "the services restart, their data is kept")
+        quiet(c, "down", "--remove-orphans", profiles=profiles)
     hooks = dict(hooks or {})
     tests = stack.healthcheck_tests(the_model)
     step(f"bring-up: {len(nodes)} services, each as soon as what it needs is ready")

@@ -55,6 +55,27 @@ def held_ports(project: str) -> set[int]:
     return ports
 
 
+def network_drift(wanted: dict) -> list[str]:
+    """The networks of a Compose model (`networks` of `docker compose config`) that
+    exist in the engine with other settings than the model's (internal, driver options):
+    Compose keeps an existing network as it is, so such a change needs it recreated."""
+    drift = []
+    for spec in wanted.values():
+        name = spec.get("name")
+        try:
+            actual = client().networks.get(name).attrs if name else None
+        except Exception:   # docker.errors.NotFound: created by `up`
+            continue
+        if not actual:
+            continue
+        options = actual.get("Options") or {}
+        differs = bool(actual.get("Internal")) != bool(spec.get("internal")) or any(
+            options.get(k) != str(v) for k, v in (spec.get("driver_opts") or {}).items())
+        if differs:
+            drift.append(name)
+    return drift
+
+
 def healthcheck_command(test: list[str] | None) -> list[str] | None:
     """A Compose/Docker healthcheck `test` as an exec argv (None: no probe)."""
     if not test or test[0] == "NONE":

@@ -45,7 +45,7 @@ class Runner:
             envargs = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
             return [*self.argv, *envargs, self.service, "easyrsa", f"--pki-dir={self.pki}", *args], \
                 compose.environment()
-        return [*self.argv, f"--pki-dir={self.pki}", *args], {**os.environ, **env}
+        return [*self.argv, f"--pki-dir={self.pki}", *args], {**os.environ, **ssl_conf(self), **env}
 
     def __call__(self, args: Sequence[str], env: dict[str, str]) -> str:
         cmd, run_env = self.command(args, env)
@@ -57,6 +57,16 @@ class Runner:
             raise FedopsError(f"easy-rsa {' '.join(args[:2])} failed ({self.where}):\n{tail}",
                               "see the message above; `invoke ca.status` shows the PKI's state")
         return proc.stdout
+
+
+def ssl_conf(runner: Runner) -> dict[str, str]:
+    """easy-rsa 3.1 (Debian 12) reads openssl-easyrsa.cnf from the PKI folder, which
+    3.2 (the ca-tools image, Debian 13) no longer writes there: a CA made in the container
+    and then used by a host's 3.1 gets the installed copy named explicitly."""
+    if (Path(runner.pki) / "openssl-easyrsa.cnf").is_file():
+        return {}
+    installed = Path(os.path.realpath(shutil.which(runner.argv[0]) or runner.argv[0])).parent / "openssl-easyrsa.cnf"
+    return {"EASYRSA_SSL_CONF": str(installed)} if installed.is_file() else {}
 
 
 def find_host_easyrsa() -> str | None:
@@ -206,6 +216,9 @@ class PKI:
             result = "reissued"
         else:
             result = "issued"
+            # a request and key without a certificate: an issue that was interrupted
+            for leftover in (self.dir / "reqs" / f"{name}.req", self.dir / "private" / f"{name}.key"):
+                leftover.unlink(missing_ok=True)
         self.easyrsa(f"--san={','.join(sans)}", f"build-{kind}-full", name, "nopass", org=org)
         if result == "reissued":
             self.gen_crl()

@@ -6,7 +6,9 @@ It is a guest on the machine: its instance folder (tests/support/testinstance.py
 outside the checkout and has its own Compose project, CA, secrets, configuration, ports
 and subnets. The operator's deployment (this checkout's instance and its Compose
 project) is only read, before and after, by test_operator_untouched.py.
-FL_TEST_KEEP=1 keeps the test deployment afterwards (for debugging)."""
+FL_TEST_KEEP=1 keeps the test deployment afterwards (for debugging);
+FL_TEST_INSTANCE=<its folder> runs a later session against that kept deployment
+(`./invoke up` on it first, kept again afterwards)."""
 from __future__ import annotations
 
 import importlib.util
@@ -96,7 +98,8 @@ def enter(instance: Path) -> None:
 
 @pytest.fixture(scope="session")
 def stack() -> Stack:
-    keep = os.environ.get("FL_TEST_KEEP") == "1"
+    reuse = os.environ.get("FL_TEST_INSTANCE", "")
+    keep = os.environ.get("FL_TEST_KEEP") == "1" or bool(reuse)
     before = testinstance.operator_snapshot()
     print(f"\noperator's deployment (project {before['project']}): {len(before['containers'])} containers, "
           f"{len(before['volumes'])} volumes, {len(before['files'])} files in its instance: left alone")
@@ -104,7 +107,10 @@ def stack() -> Stack:
     removed = testinstance.remove_stale_projects()
     if removed:
         print(f"\nremoved test deployments left by interrupted sessions: {', '.join(removed)}")
-    instance = testinstance.create(machine)
+    if reuse and not (Path(reuse) / ".env.local").is_file():
+        pytest.fail(f"FL_TEST_INSTANCE={reuse} is not a kept test deployment (no .env.local in it)",
+                    pytrace=False)
+    instance = Path(reuse) if reuse else testinstance.create(machine)
     enter(instance)
     print(f"\ntest deployment: project {compose.project_name()}, instance {instance}, "
           f"https://{testinstance.DOMAIN}:{compose.setting('FL_HTTPS_PORT')}/")

@@ -84,11 +84,13 @@ def test_the_edge_certificate_does_not_verify_against_public_roots(hosts):
 
 
 def test_hsts_on_every_host(stack, hosts):
+    https = stack.rendered()["public_https_port"]
+    port = "" if https == 443 else f":{https}"
     with client(stack) as http:
         for host in hosts:
             if host.startswith("fleet."):
                 continue   # needs a client certificate: see test_fleet
-            r = http.get(f"https://{host}/")
+            r = http.get(f"https://{host}{port}/")
             assert "max-age=63072000" in r.headers.get("strict-transport-security", ""), host
 
 

@@ -57,7 +57,10 @@ def test_hsts_and_security_headers(conf):
 
 def test_fleet_requires_an_organisation_certificate_and_checks_the_crl(conf):
     fleet = server_block(conf, "fleet.fl.localhost")
-    assert "ssl_verify_client on;" in fleet
+    # verified, but refused below the zone guard: another zone gets no answer at all
+    assert "ssl_verify_client optional;" in fleet
+    guard, missing, failed = (fleet.index(x) for x in ("$edge_allow_fleet = 0", "return 496;", "return 495;"))
+    assert guard < missing < failed < fleet.index("location /v1/fleet/")
     assert "ssl_crl /etc/fl/tls/crl.pem;" in fleet
     assert "client_max_body_size" in fleet and "proxy_buffering off" in fleet
     assert "if ($request_method != POST)" in fleet and "return 405" in fleet

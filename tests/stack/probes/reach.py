@@ -11,7 +11,7 @@ import ssl
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-TIMEOUT = 3.0
+TIMEOUT = 8.0    # above the edge's resolver timeout (5 s): its 502 for a service not deployed
 
 
 def tls_context():
