@@ -36,7 +36,7 @@ from pathlib import Path
 from . import compose, config, federation, paths, preflight, prepare, stack
 from .errors import FedopsError
 from .services import by_name
-from .ui import detail, step
+from .ui import step
 
 MANIFEST = "manifest.json"
 FORMAT = 1

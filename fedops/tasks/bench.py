@@ -10,17 +10,22 @@ from . import clear_errors
     "repeat": "timed runs per mode, alternating stack and bare; medians are reported (default 2)",
     "max_supernodes": "cap of the capacity probe: the largest SuperNode count tried, in steps "
                       "of the organisations' count (default 12)",
-    "skip_capacity": "skip the capacity probe (no extra SuperNode containers are started)"})
+    "skip_capacity": "skip the capacity probe (no extra SuperNode containers are started)",
+    "skip_bringup": "skip the bring-up and rebuild timings (no throwaway deployment)",
+    "skip_cold_build": "time bring-up, but not the cold build of every image (--no-cache takes minutes)"})
 @clear_errors
-def bench(c, rounds=3, repeat=2, max_supernodes=12, skip_capacity=False):
+def bench(c, rounds=3, repeat=2, max_supernodes=12, skip_capacity=False, skip_bringup=False,
+          skip_cold_build=False):
     """Benchmark the full stack against bare Flower; writes docs/benchmarks.md.
 
     Times the same app, rounds and SuperNode count on the running stack and on bare flwr
     processes (insecure, no containers), records the containers' peak memory and how
-    many SuperNodes still complete a round. Needs the running stack (`invoke up`); it
-    only adds and removes its own containers (label fl.bench=1)."""
+    many SuperNodes still complete a round, then times bring-up and rebuilds on a
+    throwaway deployment of its own. Needs the running stack (`invoke up`); it only adds
+    and removes its own containers (label fl.bench=1) and deployment (flbench-*)."""
     result = bench_.run(rounds=int(rounds), repeat=int(repeat), max_supernodes=int(max_supernodes),
-                        skip_capacity=skip_capacity)
+                        skip_capacity=skip_capacity, skip_bringup=skip_bringup,
+                        skip_cold_build=skip_cold_build)
     q = result.ratio
     if q is None:
         raise Exit("no ratio: a stack or bare run did not complete (see docs/benchmarks.md)", code=1)

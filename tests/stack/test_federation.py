@@ -13,7 +13,7 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from edge import client, https_port
+from edge import client
 from stackenv import completed_run, online_by_org, utc_now, wait_all_online
 from fedops import federation, paths, secrets
 from fedops import stack as stack_ops

@@ -6,81 +6,23 @@ read, to prove it was left as it was (operator_state)."""
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import os
-import secrets
-import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from fedops import instances
 
 PREFIX = "fltest-"
 DOMAIN = "fltest.localhost"       # not the default fl.localhost: nothing may assume it
 # Its own image tags: the operator's images are never rebuilt. Two checkouts testing
 # at once on one engine (a branch beside main) each set FL_TEST_IMAGE_TAG.
 IMAGE_TAG = os.environ.get("FL_TEST_IMAGE_TAG", "test")
-# Subnets are /24s from this range (not Docker's default pools), checked against the
-# engine's networks and the host's routes.
-SUBNET_RANGE = ipaddress.ip_network("10.200.0.0/13")
-NETWORKS = ("SERVICES", "CLIENTS", "MONITORING", "SUPERLINK", "INGRESS")
-PORTS = ("FL_HTTPS_PORT", "FL_HTTP_PORT", "FL_POSTGRES_PORT", "FL_KEYCLOAK_ADMIN_PORT")
-# Machine facts the test instance takes over from the operator's settings: how to
-# build images here, nothing about the deployment itself.
-MACHINE_SETTINGS = ("FL_BUILD_EXTRA_CA", "BASE_IMAGE")
 
 
 def docker(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def taken_networks() -> list[ipaddress.IPv4Network]:
-    """The engine's networks' subnets and the host's routes."""
-    taken = []
-    ids = docker("network", "ls", "-q").stdout.split()
-    if ids:
-        for net in json.loads(docker("network", "inspect", *ids).stdout or "[]"):
-            for cfg in (net.get("IPAM") or {}).get("Config") or []:
-                try:
-                    taken.append(ipaddress.ip_network(cfg.get("Subnet", ""), strict=False))
-                except ValueError:
-                    pass
-    for line in Path("/proc/net/route").read_text().splitlines()[1:]:
-        fields = line.split()
-        dest, mask = (int(fields[1], 16), int(fields[7], 16))
-        if mask:
-            net = ipaddress.ip_network((socket.inet_ntoa(dest.to_bytes(4, "little")),
-                                        bin(mask).count("1")), strict=False)
-            taken.append(net)
-    return [n for n in taken if n.version == 4]
-
-
-def free_subnets(n: int) -> list[str]:
-    taken = taken_networks()
-    candidates = list(SUBNET_RANGE.subnets(new_prefix=24))
-    start = secrets.randbelow(len(candidates))
-    chosen = []
-    for net in candidates[start:] + candidates[:start]:
-        if not any(net.overlaps(t) for t in taken):
-            chosen.append(net)
-            taken.append(net)
-            if len(chosen) == n:
-                return [str(c) for c in chosen]
-    raise RuntimeError(f"no free /24 subnets left in {SUBNET_RANGE}")
 
 
 def project_of(labels: dict) -> str:
@@ -105,32 +47,12 @@ def remove_stale_projects() -> list[str]:
 
 
 def create(operator_settings: dict[str, str], name: str = "", **extra: str) -> Path:
-    """A new instance folder with its .env.local (its own project name, image tags, free
-    ports and subnets, this machine's build settings, then `extra`) and its
-    federation.local.yaml."""
-    name = f"{PREFIX}{name}{secrets.token_hex(4)}"
-    folder = Path(tempfile.gettempdir()) / name
-    folder.mkdir(mode=0o700)
-    values = {"COMPOSE_PROJECT_NAME": name, "IMAGE_TAG": IMAGE_TAG}
-    values.update(dict(zip(PORTS, map(str, free_ports(len(PORTS))))))
-    values.update({f"FL_{n}_SUBNET": s for n, s in zip(NETWORKS, free_subnets(len(NETWORKS)))})
-    for key in MACHINE_SETTINGS:
-        if operator_settings.get(key):
-            value = operator_settings[key]
-            if key == "FL_BUILD_EXTRA_CA":   # relative to the checkout: make it absolute
-                from fedops import paths
-                value = str((paths.ROOT / value).resolve())
-            values[key] = value
-    values.update(extra)
-    (folder / ".env.local").write_text(
-        "# The test suite's throwaway deployment (tests/support/testinstance.py).\n"
-        + "".join(f"{k}={v}\n" for k, v in values.items()))
-    (folder / "federation.local.yaml").write_text(f"domain: {DOMAIN}\n")
-    return folder
+    """The test deployment's instance folder (fedops/instances.py): its own project,
+    image tags, ports, subnets and domain."""
+    return instances.create(operator_settings, f"{PREFIX}{name}", IMAGE_TAG, DOMAIN, **extra)
 
 
-def destroy(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
+destroy = instances.destroy
 
 
 # ---------------------------------------------------------------- the operator's deployment

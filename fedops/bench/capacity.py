@@ -1,0 +1,258 @@
+"""The capacity probe: extra SuperNode containers join the sites' namespaces with
+fresh registered keys, stepped up until a round fails, memory runs short or the cap;
+then removed and unregistered. Only containers labelled fl.bench=1 are touched."""
+from __future__ import annotations
+
+import os
+import secrets as pysecrets
+import tempfile
+import time
+from pathlib import Path
+
+from .. import federation, ownership, paths, secrets
+from ..errors import FedopsError
+from ..services import SUPERNODE_UID
+from .common import sigint_deferred, log
+from .memory import MemorySampler
+from .report import CapacityStep
+from .stackrun import online_organisations, time_stack
+
+
+BENCH_LABEL = "fl.bench"            # every container this module starts: fl.bench=1
+
+
+BENCH_RUN_LABEL = "fl.bench.run"    # ... and the token of the bench run that started it
+
+
+CAPACITY_TIMEOUT = 900              # seconds for one capacity round (start to finish)
+
+
+ONLINE_TIMEOUT = 180                # seconds for new SuperNodes to come online
+
+
+# Extra SuperNodes share a site's network namespace with its own SuperNode (9094 and
+# 9098): theirs are numbered from these.
+BENCH_RUNTIME_PORT = 19100
+
+
+BENCH_HEALTH_PORT = 19300
+
+
+def capacity_steps(start: int, cap: int, step: int) -> list[int]:
+    """start, start+step, ... up to cap (cap itself always the last step)."""
+    if cap < start:
+        return [start]
+    steps = list(range(start, cap + 1, max(step, 1)))
+    if steps[-1] != cap:
+        steps.append(cap)
+    return steps
+
+
+def bench_container_spec(index: int, token: str, image: str, site_container_id: str, key_path: Path,
+                         ca_path: Path, partition_id: int, num_partitions: int) -> dict:
+    """docker SDK `containers.run` arguments of one extra SuperNode: the sites' image,
+    user and limits (compose.organisations.yml.j2), in a site proxy's network namespace."""
+    return dict(
+        image=image,
+        name=f"flfed-bench-{token}-supernode-{index}",
+        detach=True,
+        user=f"{SUPERNODE_UID}:{SUPERNODE_UID}",
+        init=True,
+        read_only=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"],
+        network_mode=f"container:{site_container_id}",
+        environment={
+            "SUPERLINK_ADDRESS": "127.0.0.1:9443",
+            "PARTITION_ID": str(partition_id),
+            "NUM_PARTITIONS": str(num_partitions),
+            "SUPERNODE_RUNTIME_PORT": str(BENCH_RUNTIME_PORT + index),
+            "SUPERNODE_HEALTH_ADDRESS": f"127.0.0.1:{BENCH_HEALTH_PORT + index}",
+        },
+        volumes={str(key_path): {"bind": "/etc/fl/site/supernode_key", "mode": "ro"},
+                 str(ca_path): {"bind": "/etc/fl/tls/ca.crt", "mode": "ro"}},
+        tmpfs={"/tmp": f"uid={SUPERNODE_UID},gid={SUPERNODE_UID},mode=0700,size=512m"},
+        mem_limit="1g",
+        labels={BENCH_LABEL: "1", BENCH_RUN_LABEL: token},
+        # like the sites' `restart: unless-stopped`, but bounded: an unregistered or
+        # unreachable SuperNode exits, and a SuperLink restart must not end the probe
+        restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
+        log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
+    )
+
+
+class BenchNodes:
+    """Extra SuperNode containers for the capacity probe. Everything it creates (keys,
+    registrations, containers) is undone by close(), also on errors and Ctrl-C."""
+
+    def __init__(self, client, project: str, fed):
+        self.client, self.project, self.fed = client, project, fed
+        self.token = pysecrets.token_hex(3)
+        self.tmp = tempfile.TemporaryDirectory(prefix="fedops-bench-keys-")
+        os.chmod(self.tmp.name, 0o700)
+        self.node_ids: list[str] = []
+        self.containers: list = []
+        self.sites = self._sites()
+        self.image = self._image()
+
+    def _sites(self) -> list[tuple[str, str]]:
+        """(organisation, its running site proxy's container id)."""
+        out = []
+        for org in self.fed.organisations:
+            found = self.client.containers.list(filters={
+                "label": [f"com.docker.compose.project={self.project}",
+                          f"com.docker.compose.service=siteproxy-{org.name}"]})
+            if found:
+                out.append((org.name, found[0].id))
+        if not out:
+            raise FedopsError("no running site proxy (siteproxy-<org>) to attach extra SuperNodes to",
+                              "`invoke status`; start the stack with `invoke up`")
+        return out
+
+    def _image(self) -> str:
+        found = self.client.containers.list(filters={
+            "label": [f"com.docker.compose.project={self.project}",
+                      f"com.docker.compose.service=supernode-{self.sites[0][0]}"]})
+        if not found:
+            raise FedopsError(f"supernode-{self.sites[0][0]} is not running", "`invoke up` starts it")
+        return found[0].attrs["Config"]["Image"]
+
+    @property
+    def label_filter(self) -> str:
+        return f"{BENCH_RUN_LABEL}={self.token}"
+
+    def add(self, count: int) -> None:
+        """Register and start `count` more SuperNodes (round-robin over the sites)."""
+        num = len(self.fed.organisations)
+        for _ in range(count):
+            index = len(self.containers)
+            org, site_id = self.sites[index % len(self.sites)]
+            name = f"bench-{self.token}-{index}"
+            private, public = secrets.new_supernode_key(name)
+            key_path = Path(self.tmp.name) / f"supernode-{index}.key"
+            key_path.write_bytes(private)
+            ownership.give(key_path, SUPERNODE_UID, 0o400)
+            state, node_id = federation.register_key(public, name)
+            if state != "registered" or not node_id:
+                raise FedopsError(f"registering the bench SuperNode {name} gave {state}",
+                                  "see `invoke logs --service superlink`")
+            self.node_ids.append(node_id)
+            spec = bench_container_spec(index, self.token, self.image, site_id, key_path,
+                                        paths.DEPLOY_DIR / f"org-{org}" / "ca.crt", index % num, num)
+            self.containers.append(self.client.containers.run(**spec))
+
+    def wait_online(self, timeout: float = ONLINE_TIMEOUT) -> bool:
+        deadline = time.time() + timeout
+        while True:
+            online = {str(n.node_id) for n in federation.nodes() if n.status == "online"}
+            missing = [n for n in self.node_ids if n not in online]
+            if not missing:
+                return True
+            stopped = self.stopped()
+            if stopped or time.time() > deadline:
+                for ctr in stopped:
+                    tail = federation.strip_ansi(ctr.logs(tail=4).decode(errors="replace")).strip().replace("\n", " | ")
+                    log(f"  bench SuperNode {ctr.name} stopped: {tail[-400:]}")
+                if not stopped:
+                    log(f"  {len(missing)} bench SuperNode(s) not online after {timeout:.0f} s")
+                return False
+            time.sleep(3)
+
+    def stopped(self) -> list:
+        """Our containers that have stopped for good (their restart policy gave up)."""
+        out = []
+        for ctr in self.containers:
+            try:
+                ctr.reload()
+            except Exception:  # noqa: BLE001 - removed behind our back
+                continue
+            if ctr.status in ("exited", "dead"):
+                out.append(ctr)
+        return out
+
+    def restart_stopped(self) -> int:
+        stopped = self.stopped()
+        for ctr in stopped:
+            ctr.start()
+        return len(stopped)
+
+    def close(self) -> list[str]:
+        """Remove our containers, unregister our keys, delete the keys; returns problems."""
+        problems = []
+        for ctr in self.client.containers.list(all=True, filters={"label": self.label_filter}):
+            try:
+                ctr.remove(force=True)
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"removing {ctr.name}: {exc}")
+        for node_id in self.node_ids:
+            try:
+                federation.unregister(node_id)
+            except FedopsError as exc:
+                problems.append(f"unregistering node {node_id}: {exc.problem}")
+        self.containers, self.node_ids = [], []
+        self.tmp.cleanup()
+        return problems
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        with sigint_deferred():
+            n = len(self.containers)
+            problems = self.close()
+        if n:
+            log(f"capacity: removed {n} bench SuperNode container(s) and unregistered their keys")
+        for p in problems:
+            log(f"  clean-up problem: {p} (remove by hand: docker rm -f $(docker ps -aq --filter label={self.label_filter}))")
+
+
+def probe_capacity(client, project: str, fed, base: int, cap: int, sampler: MemorySampler,
+                   results: list[CapacityStep]) -> None:
+    """Step the SuperNode count up from `base` (the organisations' online) in steps of
+    the organisations' count; appends a CapacityStep per step (kept on errors). A step
+    that fails is tried once more (the stack is shared: a restarted SuperLink or site is
+    no capacity limit)."""
+    orgs = [o.name for o in fed.organisations]
+    with BenchNodes(client, project, fed) as extra:
+        for target in capacity_steps(base, cap, len(orgs)):
+            need = target - base - len(extra.containers)
+            log(f"capacity: {target} SuperNodes ({base} organisations' + {target - base} bench)")
+            if need > 0:
+                extra.add(need)
+            for attempt in (1, 2):
+                sampler.reset()
+                step = _capacity_step(extra, orgs, sampler)
+                if step.completed or attempt == 2:
+                    break
+                log(f"  {step.status}: trying this step once more")
+                extra.restart_stopped()
+            if attempt == 2:
+                step.status += " (2nd try)"
+            results.append(step)
+            if not step.completed:
+                break
+
+
+def _capacity_step(extra: BenchNodes, orgs: list[str], sampler: MemorySampler) -> CapacityStep:
+    """Wait for the bench SuperNodes, then one round that waits for every SuperNode
+    online (the organisations' that are online now plus ours)."""
+    t0 = time.monotonic()
+    if extra.node_ids:
+        if not extra.wait_online():
+            total = len(online_organisations(federation.nodes(), orgs)) + len(extra.node_ids)
+            return CapacityStep(total, None, "SuperNodes did not come online", 0,
+                                _peak_supernode(sampler), sampler.min_available())
+        log(f"  all {len(extra.node_ids)} bench SuperNodes online after {time.monotonic() - t0:.0f} s")
+    total = len(online_organisations(federation.nodes(), orgs)) + len(extra.node_ids)
+    timing = time_stack(1, {"min-nodes": total}, timeout=CAPACITY_TIMEOUT, label=f"n={total}",
+                        org_names=orgs)
+    status = timing.status if timing.status.startswith("finished") else f"timed out ({timing.status})"
+    log(f"  n={total}: {status} in {timing.wall:.1f} s ({timing.failures} node failures)")
+    return CapacityStep(total, timing.wall, status, timing.failures, _peak_supernode(sampler),
+                        sampler.min_available())
+
+
+def _peak_supernode(sampler: MemorySampler) -> int | None:
+    peaks = [v["peak"] for v in sampler.peaks().values()
+             if v["service"].startswith("supernode-") or v["service"].startswith("flfed-bench-")]
+    return max(peaks) if peaks else None

@@ -1,0 +1,40 @@
+"""What every part of the benchmark shares: its log line, the app, units, and a
+clean-up that a second Ctrl-C cannot cut short."""
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from datetime import datetime
+
+APP = "digits"
+
+
+MIB = 1024 * 1024
+
+
+def log(message: str) -> None:
+    print(f"[bench {datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+def _float(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@contextmanager
+def sigint_deferred():
+    """Clean-up must not be cut short by a second Ctrl-C (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    old = signal.signal(signal.SIGINT, lambda *a: received.append(a))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if received:
+        raise KeyboardInterrupt

@@ -1,0 +1,88 @@
+"""`invoke bench` end to end: stack against bare Flower, memory, capacity, bring-up;
+writes docs/benchmarks.md."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import compose, config, paths
+from ..errors import FedopsError
+from . import bringup
+from .bare import BareFederation
+from .capacity import BENCH_LABEL, probe_capacity
+from .common import log
+from .machine import machine_info
+from .memory import MemorySampler, merge_peaks
+from .report import REPORT, Result, TARGET_RATIO, capacity_summary, fmt, render_report
+from .stackrun import check_stack, time_stack
+
+
+def run(rounds: int = 3, repeat: int = 2, max_supernodes: int = 12, skip_capacity: bool = False,
+        skip_bringup: bool = False, skip_cold_build: bool = False, report: Path = REPORT) -> Result:
+    import docker
+
+    if rounds < 1 or repeat < 1:
+        raise FedopsError("--rounds and --repeat must be at least 1", "e.g. invoke bench --rounds 3 --repeat 2")
+    fed = config.load()
+    orgs = [o.name for o in fed.organisations]
+    log(f"checking the stack ({len(orgs)} organisations' SuperNodes expected online)")
+    online = check_stack(fed)
+    n = len(online)
+    partitions = [fed.organisation(o).partition_id for o in online]
+    BareFederation(partitions, len(orgs)).preflight()
+    client = docker.from_env()
+    project = compose.project_name()
+    result = Result(datetime.now(timezone.utc), rounds, repeat, n, machine_info(), max_supernodes=max_supernodes)
+    if n < len(orgs):
+        result.notes.append(f"only {n} of the {len(orgs)} organisations' SuperNodes were online on the "
+                            f"stack ({', '.join(online)}), so both modes ran with {n} SuperNodes "
+                            f"(partitions {', '.join(map(str, partitions))} of {len(orgs)})")
+        log(f"  only {n} of {len(orgs)} organisations' SuperNodes online: both modes use {n}")
+
+    log(f"starting bare Flower: 1 SuperLink, {n} SuperNodes (insecure, host processes)")
+    with BareFederation(partitions, len(orgs)) as bare, MemorySampler(client, project) as sampler:
+        log(f"  bare SuperLink on 127.0.0.1:{bare.port}, {n} SuperNodes online")
+        for i in range(1, 2 * repeat + 1):
+            if i > repeat and all(len(result.clean(m)) >= repeat for m in ("stack", "bare")):
+                break
+            what = f"pair {i}/{repeat}" if i <= repeat else f"extra pair {i - repeat} (a run was disturbed)"
+            log(f"{what}: stack, {rounds} round(s)")
+            sampler.reset()
+            t = time_stack(rounds, org_names=orgs)
+            merge_peaks(result.memory, sampler.peaks())
+            result.timings.append(t)
+            log(f"  stack: {t.status} in {t.wall:.1f} s ({t.failures} node failures)")
+            log(f"{what}: bare, {rounds} round(s)")
+            b = bare.time_run(rounds)
+            result.timings.append(b)
+            log(f"  bare: {b.status} in {b.wall:.1f} s ({b.failures} node failures)")
+    failed = [t for t in result.timings if not t.completed]
+    if failed:
+        result.notes.append("runs that did not complete are left out of the medians: "
+                            + ", ".join(f"{t.mode} {t.run_id} ({t.status})" for t in failed))
+    for mode in ("stack", "bare"):
+        if not result.clean(mode) and any(t.mode == mode and t.completed for t in result.timings):
+            result.notes.append(f"no {mode} run was free of node failures: its median includes disturbed runs")
+    q = result.ratio
+    log(f"ratio stack/bare (medians): {fmt(q, '.2f')}x (target <= {TARGET_RATIO}x)")
+
+    if skip_capacity:
+        result.capacity_note = "skipped (--skip-capacity)"
+    else:
+        with MemorySampler(client, project, services=("supernode-",),
+                           extra_label=f"{BENCH_LABEL}=1") as sampler:
+            try:
+                probe_capacity(client, project, fed, n, max_supernodes, sampler, result.capacity)
+            except FedopsError as exc:
+                result.capacity_note = f"the probe failed: {exc.problem}"
+                log(f"capacity probe failed: {exc}")
+        if result.capacity:
+            log(f"capacity: {capacity_summary(result.capacity, max_supernodes)}")
+
+    if not skip_bringup:
+        result.bringup = bringup.measure(cold_build=not skip_cold_build)
+
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(render_report(result))
+    log(f"wrote {report.relative_to(paths.ROOT) if report.is_relative_to(paths.ROOT) else report}")
+    return result

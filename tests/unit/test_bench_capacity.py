@@ -1,0 +1,40 @@
+"""invoke bench, capacity: the pure parts; nothing runs."""
+
+
+from fedops import paths
+from fedops.bench import capacity
+
+
+def test_capacity_steps():
+    assert capacity.capacity_steps(3, 12, 3) == [3, 6, 9, 12]
+    assert capacity.capacity_steps(3, 10, 3) == [3, 6, 9, 10]
+    assert capacity.capacity_steps(2, 12, 3) == [2, 5, 8, 11, 12]
+    assert capacity.capacity_steps(3, 2, 3) == [3]
+
+
+def test_bench_container_matches_the_sites_and_is_labelled(tmp_path):
+    spec = capacity.bench_container_spec(4, "abc123", "flfed/supernode:0.1.0", "f00d", tmp_path / "k",
+                                      tmp_path / "ca.crt", 1, 3)
+    assert spec["network_mode"] == "container:f00d"
+    assert spec["user"] == "10050:10050" and spec["read_only"] and spec["cap_drop"] == ["ALL"]
+    assert spec["labels"] == {"fl.bench": "1", "fl.bench.run": "abc123"}
+    assert spec["restart_policy"]["Name"] == "on-failure"   # survives a SuperLink restart
+    env = spec["environment"]
+    assert env["SUPERLINK_ADDRESS"] == "127.0.0.1:9443"
+    assert env["SUPERNODE_RUNTIME_PORT"] == str(capacity.BENCH_RUNTIME_PORT + 4) != "9094"
+    assert env["SUPERNODE_HEALTH_ADDRESS"].endswith(f":{capacity.BENCH_HEALTH_PORT + 4}")
+    assert (env["PARTITION_ID"], env["NUM_PARTITIONS"]) == ("1", "3")
+    assert spec["volumes"][str(tmp_path / "k")] == {"bind": "/etc/fl/site/supernode_key", "mode": "ro"}
+
+
+def test_supernode_keys_are_openssh_ec_p384_and_pass_the_images_check(tmp_path):
+    from fedops import secrets
+    from testcerts import load_entrypoint
+    private, public = secrets.new_supernode_key("bench-x")
+    assert private.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert public.startswith("ecdsa-sha2-nistp384 ") and public.endswith(" bench-x\n")
+    entry = load_entrypoint(paths.SERVICES_DIR / "supernode" / "entrypoint.py", "sn_entry")
+    key = tmp_path / "k"
+    key.write_bytes(private)
+    key.chmod(0o400)
+    assert entry.key_problems(key) == []      # what the SuperNode image checks
