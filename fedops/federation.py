@@ -98,9 +98,32 @@ def unregister(node_id: str) -> None:
     admin(["supernode", "unregister", str(node_id), ADMIN_CONNECTION, "--format", "json"])
 
 
+def registered_keys() -> set[bytes] | None:
+    """The public keys (PEM, as the SuperLink stores them) of every SuperNode not
+    unregistered, read from its state in one exec; None when unreadable."""
+    proc = compose.call("exec", "-T", "superlink", "python3", "-c", REGISTERED_KEYS_PY, timeout=60)
+    try:
+        return {k.encode() for k in json.loads(proc.stdout)} if proc.returncode == 0 else None
+    except json.JSONDecodeError:
+        return None
+
+
+def pem_of(openssh_public_key: str) -> bytes:
+    """An OpenSSH public key in the form the SuperLink stores (PEM SubjectPublicKeyInfo)."""
+    from cryptography.hazmat.primitives import serialization
+    key = serialization.load_ssh_public_key(openssh_public_key.encode())
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def register_all(c, fed: Federation) -> None:
-    """Register every organisation's SuperNode key with the SuperLink (idempotent)."""
-    results = {org.name: register(org.name) for org in fed.organisations}
+    """Register every organisation's SuperNode key with the SuperLink (idempotent).
+    Keys the SuperLink holds already are found in one read of its state, so an
+    unchanged federation costs one exec, not a CLI call per organisation."""
+    known = registered_keys() or set()
+    results = {}
+    for org in fed.organisations:
+        pub = (paths.SECRETS_DIR / secrets.SUPERNODE_KEYS / f"{org.name}.pub").read_text()
+        results[org.name] = "already" if pem_of(pub) in known else register(org.name)
     print("    SuperNode keys: " + ", ".join(f"{k} {v}" for k, v in results.items()), flush=True)
 
 
@@ -117,6 +140,12 @@ class Node:
 NODE_NAMES_PY = ("import json,sqlite3;"
                  f"c=sqlite3.connect('file:{SUPERLINK_STATE_DB}?mode=ro',uri=True);"
                  "print(json.dumps({str(i % 2**64): n for i, n in c.execute('select node_id, name from node')}))")
+
+
+REGISTERED_KEYS_PY = ("import json,sqlite3;"
+                      f"c=sqlite3.connect('file:{SUPERLINK_STATE_DB}?mode=ro',uri=True);"
+                      "print(json.dumps([bytes(k).decode() for (k,) in c.execute("
+                      "\"select public_key from node where status != 'unregistered'\")]))")
 
 
 def node_names() -> dict[str, str]:

@@ -2,11 +2,16 @@
 change in one services/<name>/ folder rebuilds only that image)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 
-from . import compose, paths
+from . import compose, engine, paths
 from .errors import FedopsError
+
+# Files in a build context that never reach an image.
+IGNORED = ("__pycache__", ".pytest_cache", "tests")
 
 
 def extra_ca() -> Path:
@@ -36,9 +41,39 @@ def label(image: str) -> str:
     return image.rsplit("/", 1)[-1].split(":", 1)[0]
 
 
+def inputs_digest(spec: dict, extra_ca_file: Path, base_image_id: str) -> str:
+    """What an image is built from: its build section (context, Dockerfile, arguments),
+    every file of its context (IGNORED left out), the extra CA handed to the build and
+    the base image's id. The same digest means the same image."""
+    h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    context = Path(spec["context"])
+    for f in sorted(p for p in context.rglob("*") if p.is_file()
+                    and not any(part in IGNORED for part in p.relative_to(context).parts)):
+        h.update(str(f.relative_to(context)).encode() + b"\0" + f.read_bytes() + b"\0")
+    h.update(extra_ca_file.read_bytes() if extra_ca_file.is_file() else b"")
+    h.update(base_image_id.encode())
+    return h.hexdigest()
+
+
+def image_id(ref: str) -> str:
+    try:
+        return engine.client().images.get(ref).id
+    except Exception:   # docker.errors.ImageNotFound: not built yet
+        return ""
+
+
+def built_record() -> Path:
+    return paths.BUILD_DIR / "images.json"
+
+
 def build(c, services: list[str] | None = None, profiles=(), no_cache: bool = False) -> None:
-    extra_ca()
+    """Build the images whose inputs changed since their last build here (all of them
+    with no_cache); an image whose inputs are as they were is not handed to the
+    builder at all, so an unchanged `up` costs no build calls."""
+    ca_file = extra_ca()
     known = buildable(profiles)
+    from .stack import model as compose_model
+    specs = compose_model(profiles)["services"]
     by_label = {label(image): name for name, image in known.items()}
     names = [by_label.get(s, s) for s in services] if services else list(known)
     unknown = [s for s in names if s not in known]
@@ -48,8 +83,20 @@ def build(c, services: list[str] | None = None, profiles=(), no_cache: bool = Fa
     # One image per service: build each once, in order, so progress reads per service.
     shown = {n: label(known[n]) for n in names}
     print(f"==> images: {', '.join(shown.values())}", flush=True)
+    record = json.loads(built_record().read_text()) if built_record().is_file() else {}
+    base_ids: dict[str, str] = {}
     for i, name in enumerate(names, 1):
         t0 = time.time()
+        spec = specs[name]["build"]
+        base = spec.get("args", {}).get("BASE_IMAGE", "")
+        if base not in base_ids:
+            base_ids[base] = image_id(base) if base else ""
+        digest = inputs_digest(spec, ca_file, base_ids[base])
+        ref = known[name]
+        if not no_cache and record.get(ref, {}).get("inputs") == digest and \
+                record[ref].get("id") and record[ref]["id"] == image_id(ref):
+            print(f"    [{i}/{len(names)}] {shown[name]}: unchanged since its last build", flush=True)
+            continue
         print(f"    [{i}/{len(names)}] {shown[name]} ...", flush=True)
         args = ["build", "--progress", "plain"] + (["--no-cache"] if no_cache else []) + [name]
         result = compose.run(c, *args, profiles=profiles, echo=False, hide=True, warn=True)
@@ -58,5 +105,8 @@ def build(c, services: list[str] | None = None, profiles=(), no_cache: bool = Fa
             raise FedopsError(f"building {name} failed:\n{tail}",
                               "behind a TLS-intercepting proxy set FL_BUILD_EXTRA_CA (README: Behind a proxy); "
                               f"full log: `invoke images.build --service {name}`")
+        record[ref] = {"inputs": digest, "id": image_id(ref)}
+        built_record().parent.mkdir(parents=True, exist_ok=True)
+        built_record().write_text(json.dumps(record, indent=1, sort_keys=True))
         cached = (result.stdout + result.stderr).count("CACHED")
         print(f"          done in {time.time() - t0:.0f}s ({cached} cached steps)", flush=True)

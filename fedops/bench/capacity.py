@@ -39,13 +39,25 @@ BENCH_HEALTH_PORT = 19300
 
 
 def capacity_steps(start: int, cap: int, step: int) -> list[int]:
-    """start, start+step, ... up to cap (cap itself always the last step)."""
+    """The SuperNode counts to try: from start, growing by a quarter each time (at least
+    `step`, in multiples of it), up to cap (cap itself always the last step)."""
     if cap < start:
         return [start]
-    steps = list(range(start, cap + 1, max(step, 1)))
-    if steps[-1] != cap:
-        steps.append(cap)
+    steps, n = [start], start
+    while n < cap:
+        grow = max(step, (n // 4) // max(step, 1) * max(step, 1))
+        n = min(cap, n + grow)
+        steps.append(n)
     return steps
+
+
+# The probe stops before the machine does: when the host's available memory fell below
+# this share of its total during a step, the next step is not tried.
+MEMORY_RESERVE = 0.10
+
+
+def memory_short(min_available: int | None, total: int | None, reserve: float = MEMORY_RESERVE) -> bool:
+    return bool(min_available is not None and total and min_available < reserve * total)
 
 
 def bench_container_spec(index: int, token: str, image: str, site_container_id: str, key_path: Path,
@@ -207,11 +219,12 @@ class BenchNodes:
 
 
 def probe_capacity(client, project: str, fed, base: int, cap: int, sampler: MemorySampler,
-                   results: list[CapacityStep]) -> None:
+                   results: list[CapacityStep], total_memory: int | None = None) -> str:
     """Step the SuperNode count up from `base` (the organisations' online) in steps of
     the organisations' count; appends a CapacityStep per step (kept on errors). A step
     that fails is tried once more (the stack is shared: a restarted SuperLink or site is
-    no capacity limit)."""
+    no capacity limit). Stops at a failed round, when memory runs short (MEMORY_RESERVE)
+    or at the cap; returns which."""
     orgs = [o.name for o in fed.organisations]
     with BenchNodes(client, project, fed) as extra:
         for target in capacity_steps(base, cap, len(orgs)):
@@ -230,7 +243,11 @@ def probe_capacity(client, project: str, fed, base: int, cap: int, sampler: Memo
                 step.status += " (2nd try)"
             results.append(step)
             if not step.completed:
-                break
+                return "a round failed"
+            if memory_short(step.min_available, total_memory):
+                return (f"memory ran short: {step.min_available / 1024 ** 3:.1f} GiB of "
+                        f"{total_memory / 1024 ** 3:.1f} GiB available at the lowest")
+        return "the cap was reached"
 
 
 def _capacity_step(extra: BenchNodes, orgs: list[str], sampler: MemorySampler) -> CapacityStep:

@@ -68,3 +68,11 @@ def mem_available() -> int | None:
         return parse_meminfo(Path("/proc/meminfo").read_text()).get("MemAvailable")
     except OSError:
         return None
+
+
+def total_memory() -> int | None:
+    """The host's MemTotal in bytes (None where /proc/meminfo is missing)."""
+    try:
+        return parse_meminfo(Path("/proc/meminfo").read_text()).get("MemTotal")
+    except OSError:
+        return None

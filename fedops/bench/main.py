@@ -11,13 +11,13 @@ from . import bringup
 from .bare import BareFederation
 from .capacity import BENCH_LABEL, probe_capacity
 from .common import log
-from .machine import machine_info
+from .machine import machine_info, total_memory
 from .memory import MemorySampler, merge_peaks
 from .report import REPORT, Result, TARGET_RATIO, capacity_summary, fmt, render_report
 from .stackrun import check_stack, time_stack
 
 
-def run(rounds: int = 3, repeat: int = 2, max_supernodes: int = 12, skip_capacity: bool = False,
+def run(rounds: int = 3, repeat: int = 2, max_supernodes: int = 120, skip_capacity: bool = False,
         skip_bringup: bool = False, skip_cold_build: bool = False, report: Path = REPORT) -> Result:
     import docker
 
@@ -72,7 +72,9 @@ def run(rounds: int = 3, repeat: int = 2, max_supernodes: int = 12, skip_capacit
         with MemorySampler(client, project, services=("supernode-",),
                            extra_label=f"{BENCH_LABEL}=1") as sampler:
             try:
-                probe_capacity(client, project, fed, n, max_supernodes, sampler, result.capacity)
+                why = probe_capacity(client, project, fed, n, max_supernodes, sampler, result.capacity,
+                                     total_memory())
+                result.notes.append(f"the capacity probe stopped because {why}")
             except FedopsError as exc:
                 result.capacity_note = f"the probe failed: {exc.problem}"
                 log(f"capacity probe failed: {exc}")

@@ -8,13 +8,13 @@ from . import clear_errors
 @task(name="bench", help={
     "rounds": "federated rounds per timed run, the same both ways (default 3)",
     "repeat": "timed runs per mode, alternating stack and bare; medians are reported (default 2)",
-    "max_supernodes": "cap of the capacity probe: the largest SuperNode count tried, in steps "
-                      "of the organisations' count (default 12)",
+    "max_supernodes": "cap of the capacity probe (default 120); it stops earlier when a round "
+                      "fails or the host's available memory falls below 10%",
     "skip_capacity": "skip the capacity probe (no extra SuperNode containers are started)",
     "skip_bringup": "skip the bring-up and rebuild timings (no throwaway deployment)",
     "skip_cold_build": "time bring-up, but not the cold build of every image (--no-cache takes minutes)"})
 @clear_errors
-def bench(c, rounds=3, repeat=2, max_supernodes=12, skip_capacity=False, skip_bringup=False,
+def bench(c, rounds=3, repeat=2, max_supernodes=120, skip_capacity=False, skip_bringup=False,
           skip_cold_build=False):
     """Benchmark the full stack against bare Flower; writes docs/benchmarks.md.
 

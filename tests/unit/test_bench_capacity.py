@@ -5,11 +5,21 @@ from fedops import paths
 from fedops.bench import capacity
 
 
-def test_capacity_steps():
+def test_capacity_steps_grow_by_a_quarter_in_multiples_of_the_sites():
     assert capacity.capacity_steps(3, 12, 3) == [3, 6, 9, 12]
     assert capacity.capacity_steps(3, 10, 3) == [3, 6, 9, 10]
-    assert capacity.capacity_steps(2, 12, 3) == [2, 5, 8, 11, 12]
     assert capacity.capacity_steps(3, 2, 3) == [3]
+    steps = capacity.capacity_steps(3, 120, 3)
+    assert steps[:6] == [3, 6, 9, 12, 15, 18] and steps[-1] == 120
+    assert steps[10] - steps[9] == (steps[9] // 4) // 3 * 3 >= 6       # larger steps later
+    assert len(steps) < 25
+
+
+def test_the_probe_stops_when_memory_runs_short():
+    gib = 1024 ** 3
+    assert capacity.memory_short(2 * gib, 24 * gib)          # under 10 % left
+    assert not capacity.memory_short(3 * gib, 24 * gib)
+    assert not capacity.memory_short(None, 24 * gib) and not capacity.memory_short(gib, None)
 
 
 def test_bench_container_matches_the_sites_and_is_labelled(tmp_path):

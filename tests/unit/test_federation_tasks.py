@@ -41,3 +41,16 @@ def test_the_connection_uses_the_published_https_port(fed, monkeypatch, tmp_path
     assert data["superlink"]["fl"]["address"] == f"control.{fed.domain}:8443"
     monkeypatch.setenv("FL_HTTPS_PORT", "443")
     assert f"control.{fed.domain}:443" in federation.connection_toml("fl", fed, "/ca.crt")
+
+
+def test_a_key_is_compared_in_the_form_the_superlink_stores_it(tmp_path):
+    """register_all skips keys the SuperLink holds: the OpenSSH public key file, turned
+    into what flwr's own `supernode register` stores (its public_key_to_bytes)."""
+    from cryptography.hazmat.primitives import serialization
+    from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+
+    from fedops import federation, secrets
+    _, public = secrets.new_supernode_key("org-alpha")
+    stored = public_key_to_bytes(serialization.load_ssh_public_key(public.encode()))
+    assert federation.pem_of(public) == stored
+    assert "status != 'unregistered'" in federation.REGISTERED_KEYS_PY
