@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from .. import paths
 from .common import APP, MIB
@@ -212,10 +213,14 @@ def render_report(r: Result) -> str:
     else:
         lines.append(f"Not measured in this run{': ' + r.capacity_note if r.capacity_note else ''}.")
     lines += render_bringup(r.bringup)
+    lines += ["", ROUND_BREAKDOWN.read_text().rstrip()]
     if r.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in r.notes]
     return "\n".join(lines) + "\n"
 
+
+# Not measured by every run: the profile of a round, kept beside this module.
+ROUND_BREAKDOWN = Path(__file__).with_name("round_breakdown.md")
 
 BRINGUP_GOALS = {"warm": 1.5, "unchanged": 5.0, "rebuild": 0.10}
 

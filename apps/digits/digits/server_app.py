@@ -3,6 +3,7 @@ plus a centralised evaluation of the global model on the whole test set after ev
 round, so the accuracy per round is visible in the run's log."""
 from __future__ import annotations
 
+import time
 from logging import INFO
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
@@ -11,6 +12,50 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
 from digits import task
+
+
+class PollingGrid(Grid):
+    """The runtime's Grid, waiting for replies with a short poll: flwr 1.42's
+    HttpGrid.send_and_receive sleeps a fixed 3 s between pulls, about 1.5 s lost per
+    phase on average (docs/benchmarks.md, "Where a round's time goes"). Everything
+    else is the runtime's own Grid."""
+
+    def __init__(self, grid: Grid, interval: float):
+        self._grid, self._interval = grid, interval
+
+    def set_run(self, run_id):
+        self._grid.set_run(run_id)
+
+    @property
+    def run(self):
+        return self._grid.run
+
+    def create_message(self, *args, **kwargs):
+        return self._grid.create_message(*args, **kwargs)
+
+    def get_node_ids(self):
+        return self._grid.get_node_ids()
+
+    def push_messages(self, messages):
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids):
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        """Push, then pull every `interval` until every reply is in or `timeout` (None:
+        no limit) has passed; the replies received, like the runtime's own."""
+        pending = set(self._grid.push_messages(messages))
+        end = None if timeout is None else time.monotonic() + timeout
+        replies = []
+        while pending and (end is None or time.monotonic() < end):
+            got = list(self._grid.pull_messages(pending))
+            replies.extend(got)
+            pending.difference_update(m.metadata.reply_to_message_id for m in got)
+            if pending:
+                time.sleep(self._interval)
+        return replies
+
 
 app = ServerApp()
 
@@ -35,8 +80,9 @@ def main(grid: Grid, context: Context) -> None:
         min_evaluate_nodes=min_nodes,
         min_available_nodes=min_nodes,
     )
+    interval = float(cfg.get("grid-poll-interval", 0.25))
     result = strategy.start(
-        grid=grid,
+        grid=PollingGrid(grid, interval) if interval > 0 else grid,
         initial_arrays=ArrayRecord(task.initial_parameters()),
         num_rounds=num_rounds,
         train_config=ConfigRecord({"local-iterations": int(cfg["local-iterations"])}),
