@@ -25,6 +25,7 @@ PASSWORDS = {
     "jupyterhub_db_password": "PostgreSQL role jupyterhub",
     "grafana_db_password": "PostgreSQL role grafana",
     "flower_db_password": "PostgreSQL role flower (reserved for applications; the SuperLink uses SQLite)",
+    "monitoring_db_password": "PostgreSQL role monitoring (pg_monitor, for the metrics exporter)",
     "keycloak_admin_password": "Keycloak bootstrap admin (user admin)",
     "oidc_jupyterhub_secret": "OIDC client secret: jupyterhub",
     "oidc_grafana_secret": "OIDC client secret: grafana",
