@@ -1,0 +1,138 @@
+"""Monitoring (task list 5.2): Prometheus scrapes every target over the monitoring
+network, its configuration and alert rules pass promtool inside the running container,
+Alertmanager is reached, and the monitoring services run as the hardened services do.
+
+Prometheus' API is asked from inside its own container (it is not published, and the
+monitoring network reaches nowhere else)."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import yaml
+
+from fedops import compose, engine, paths, services
+
+from stackenv import connect
+
+MONITORING = ("prometheus", "alertmanager", "node-exporter", "nginx-exporter", "postgres-exporter",
+              "blackbox-exporter")
+RULES = yaml.safe_load((paths.SERVICES_DIR / "prometheus" / "rules" / "alerts.yml").read_text())
+JOBS = {"prometheus", "alertmanager", "node", "nginx", "postgres", "blackbox", "ctlgate", "edge"}
+
+
+def api(stack, url: str) -> dict:
+    """GET a JSON API from inside the Prometheus container (python3 is there)."""
+    code = ("import json,sys,urllib.request;"
+            f"sys.stdout.write(urllib.request.urlopen({url!r}, timeout=10).read().decode())")
+    proc = stack.compose("exec", "-T", "prometheus", "python3", "-c", code)
+    return json.loads(proc.stdout)
+
+
+def query(stack, promql: str) -> list[dict]:
+    from urllib.parse import quote
+    body = api(stack, f"http://127.0.0.1:9090/api/v1/query?query={quote(promql)}")
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+@pytest.fixture(scope="module")
+def targets(stack) -> list[dict]:
+    """Prometheus' active targets once every one has been scraped and is up (DNS service
+    discovery and the first scrapes take up to two scrape intervals)."""
+    deadline = time.time() + 240
+    while True:
+        active = api(stack, "http://127.0.0.1:9090/api/v1/targets?state=active")["data"]["activeTargets"]
+        jobs = {t["labels"]["job"] for t in active}
+        if JOBS <= jobs and all(t["health"] == "up" for t in active):
+            return active
+        if time.time() > deadline:
+            down = {f'{t["labels"]["job"]}/{t["labels"]["instance"]}': (t["health"], t["lastError"])
+                    for t in active if t["health"] != "up"}
+            raise AssertionError(f"jobs {sorted(jobs)} (wanted {sorted(JOBS)}); not up: {down}")
+        time.sleep(5)
+
+
+def test_every_prometheus_target_is_up(targets):
+    by_job = {}
+    for t in targets:
+        by_job.setdefault(t["labels"]["job"], []).append(t["labels"]["instance"])
+    print("\ntargets:", json.dumps(by_job, indent=1, sort_keys=True))
+    assert set(by_job) == JOBS          # no dcgm without the gpu profile: absent, not down
+    assert by_job["node"] == ["node-exporter"] and by_job["ctlgate"] == ["ctlgate"]
+
+
+def test_every_public_hostname_is_probed_through_the_edge(stack, targets):
+    hosts = stack.rendered()["hostnames"]
+    edge = {t["labels"]["public_host"]: t["labels"]["instance"] for t in targets if t["labels"]["job"] == "edge"}
+    assert edge == {name: f"https://{host}/" for name, host in hosts.items()}
+    success = {r["metric"]["public_host"]: r["value"][1] for r in query(stack, 'probe_success{job="edge"}')}
+    assert success == {name: "1" for name in hosts}, "a public host failed its TLS handshake or answer"
+    # the certificate's expiry is seen, and is far (invoke ca.renew keeps it so)
+    days = query(stack, '(probe_ssl_earliest_cert_expiry{job="edge"} - time()) / 86400')
+    assert len(days) == len(hosts) and all(float(r["value"][1]) > 14 for r in days)
+    status = {r["metric"]["public_host"]: int(r["value"][1])
+              for r in query(stack, 'probe_http_status_code{job="edge"}')}
+    assert status["landing"] == 200
+    print("\nedge answers:", status)
+
+
+def test_exporters_read_their_sources(stack, targets):
+    assert [r["value"][1] for r in query(stack, "pg_up")] == ["1"]          # monitoring role over TLS
+    assert [r["value"][1] for r in query(stack, "nginx_up")] == ["1"]       # stub_status
+    assert query(stack, "node_load15"), "the node exporter reads the host's /proc"
+    assert query(stack, 'node_filesystem_size_bytes{mountpoint="/"}'), "the host's root file system"
+
+
+def test_the_monitoring_role_is_refused_outside_the_monitoring_network(stack):
+    import psycopg
+    # Through the administration port the connection comes from the edge's services
+    # address: pg_hba admits the monitoring role from the monitoring network only.
+    with pytest.raises(psycopg.OperationalError, match="no pg_hba.conf entry"):
+        connect(stack, "monitoring", db="postgres")
+
+
+def test_alert_rules_load_and_are_healthy(stack, targets):
+    groups = api(stack, "http://127.0.0.1:9090/api/v1/rules?type=alert")["data"]["groups"]
+    loaded = {r["name"]: r["health"] for g in groups for r in g["rules"]}
+    wanted = {r["alert"] for g in RULES["groups"] for r in g["rules"]}
+    assert set(loaded) == wanted
+    assert set(loaded.values()) == {"ok"}
+
+
+def test_prometheus_reaches_alertmanager(stack, targets):
+    ams = api(stack, "http://127.0.0.1:9090/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
+    assert [a["url"].split("/")[2].split(":")[1] for a in ams] == ["9093"]
+    status = api(stack, "http://alertmanager:9093/api/v2/status")
+    assert status["cluster"]["status"] == "disabled"          # one instance, no gossip
+    assert "severity" in status["config"]["original"]
+
+
+def test_promtool_and_amtool_pass_inside_the_running_containers(stack):
+    check = stack.exec("prometheus", "promtool check config /tmp/prometheus/prometheus.yml")
+    assert "SUCCESS" in check.stdout
+    rules = stack.exec("prometheus", "promtool test rules /usr/local/share/fl-prometheus/rules-tests/alerts_test.yml")
+    assert "SUCCESS" in rules.stdout
+    am = stack.exec("alertmanager", "amtool check-config /tmp/alertmanager/alertmanager.yml")
+    assert "SUCCESS" in am.stdout
+
+
+def test_monitoring_services_are_hardened_and_on_the_monitoring_network_only(stack):
+    containers = engine.project_containers(compose.project_name())
+    project = compose.project_name()
+    for name in MONITORING:
+        attrs = containers[name].attrs
+        uid = str(services.by_name(name).uid)
+        assert attrs["Config"]["User"] == f"{uid}:{uid}", name
+        assert attrs["HostConfig"]["ReadonlyRootfs"] is True, name
+        assert attrs["HostConfig"]["CapDrop"] == ["ALL"], name
+        assert list(attrs["NetworkSettings"]["Networks"]) == [f"{project}_fl-monitoring-network"], name
+        assert attrs["Config"]["Labels"]["fl.phase"] == "5.2 monitoring", name
+        assert attrs["State"]["Health"]["Status"] == "healthy", name
+    mounts = {m["Destination"]: m for m in containers["node-exporter"].attrs["Mounts"]}
+    assert all(mounts[p]["RW"] is False for p in ("/host/proc", "/host/sys", "/host/root"))
+    data = {m["Destination"]: m["Type"] for m in containers["prometheus"].attrs["Mounts"]}
+    assert data["/prometheus"] == "volume"
+    data = {m["Destination"]: m["Type"] for m in containers["alertmanager"].attrs["Mounts"]}
+    assert data["/alertmanager"] == "volume"
