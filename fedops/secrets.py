@@ -30,6 +30,8 @@ PASSWORDS = {
     "oidc_jupyterhub_secret": "OIDC client secret: jupyterhub",
     "oidc_grafana_secret": "OIDC client secret: grafana",
     "oidc_ctlgate_secret": "OIDC client secret: ctlgate (Control API gateway)",
+    "oidc_monitoring_secret": "OIDC client secret: monitoring (the edge's oauth2-proxy for Prometheus and Alertmanager)",
+    "oauth2_proxy_cookie_secret": "oauth2-proxy's session cookie key (32 characters)",
     "grafana_admin_password": "Grafana local admin",
 }
 USERS_FILE = "keycloak_users"       # JSON {username: password}

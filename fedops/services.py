@@ -39,7 +39,8 @@ PUBLIC_HOSTS: tuple[PublicHost, ...] = (
     PublicHost("control", "control", ("monitoring",), "the Control API for the flwr CLI (single sign-on)"),
     PublicHost("hub", "hub", ("monitoring",), "JupyterHub"),
     PublicHost("grafana", "grafana", ("monitoring",), "Grafana"),
-    PublicHost("prometheus", "prometheus", ("monitoring",), "Prometheus"),
+    PublicHost("prometheus", "prometheus", ("monitoring",), "Prometheus (Keycloak sign-on, role monitoring_viewer)"),
+    PublicHost("alertmanager", "alertmanager", ("monitoring",), "Alertmanager (Keycloak sign-on, role monitoring_viewer)"),
 )
 
 
@@ -100,6 +101,8 @@ SERVICES: tuple[Service, ...] = (
     Service("nginx-exporter", 10073, certificate=False),
     Service("postgres-exporter", 10074, certificate=False),
     Service("blackbox-exporter", 10075, certificate=False),
+    # the edge's sign-on for prometheus. and alertmanager. (auth_request, TLS)
+    Service("oauth2-proxy", 10076),
 )
 
 

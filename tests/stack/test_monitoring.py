@@ -136,3 +136,70 @@ def test_monitoring_services_are_hardened_and_on_the_monitoring_network_only(sta
     assert data["/prometheus"] == "volume"
     data = {m["Destination"]: m["Type"] for m in containers["alertmanager"].attrs["Mounts"]}
     assert data["/alertmanager"] == "volume"
+
+
+# ---- the monitoring UIs through the edge, behind Keycloak sign-on ----------------------
+
+UIS = {"prometheus": "/api/v1/status/buildinfo", "alertmanager": "/api/v2/status"}
+
+
+def browser(stack):
+    import ssl
+
+    import httpx
+    return httpx.Client(verify=ssl.create_default_context(cafile=str(stack.ca)), timeout=30)
+
+
+def sign_in(stack, http, name: str, username: str):
+    """Open a monitoring UI as a browser would: to Keycloak's login form, sign in, back."""
+    from oidc import submit_login
+    page = http.get(stack.url(name) + "/", follow_redirects=True)
+    assert 'id="kc-form-login"' in page.text, f"{name}: not sent to Keycloak's sign-in ({page.url})"
+    done = submit_login(http, page, username, json.loads(stack.secret("keycloak_users"))[username])
+    assert done.status_code in (302, 303), f"sign-in did not redirect: {done.status_code} {done.text[:300]}"
+    return http.get(done.headers["location"], follow_redirects=True)
+
+
+@pytest.fixture(scope="module")
+def viewer(stack) -> str:
+    """A user with the realm role monitoring_viewer (through group monitoring_viewers)."""
+    import kcadmin
+    with kcadmin.admin_client(stack) as admin:
+        group = next(g for g in admin.get("/groups").json() if g["name"] == "monitoring_viewers")
+        user = kcadmin.user(admin, "observer")
+        admin.put(f"/users/{user['id']}/groups/{group['id']}").raise_for_status()
+    return "observer"
+
+
+@pytest.mark.parametrize("name", UIS)
+def test_the_monitoring_uis_refuse_unauthenticated_requests(stack, name):
+    with browser(stack) as http:
+        for path in ("/", UIS[name]):
+            r = http.get(stack.url(name) + path)
+            assert r.status_code == 302, (name, path, r.status_code, r.text[:200])
+            assert r.headers["location"].startswith("/oauth2/start?rd="), r.headers["location"]
+        # a made-up session cookie is no session
+        r = http.get(stack.url(name) + UIS[name], cookies={"_fl_monitoring": "forged"})
+        assert r.status_code == 302
+
+
+def test_a_signed_in_user_with_the_role_is_served(stack, viewer):
+    with browser(stack) as http:
+        page = sign_in(stack, http, "prometheus", viewer)
+        assert page.status_code == 200 and "Prometheus" in page.text, page.text[:300]
+        build = http.get(stack.url("prometheus") + UIS["prometheus"])
+        assert build.status_code == 200 and build.json()["status"] == "success"
+        # Alertmanager: the Keycloak session signs the user in without the form again
+        am = http.get(stack.url("alertmanager") + UIS["alertmanager"], follow_redirects=True)
+        assert am.status_code == 200 and am.json()["cluster"]["status"] == "disabled", am.text[:300]
+        # the administration endpoints stay closed, signed in or not
+        assert http.post(stack.url("prometheus") + "/-/quit").status_code == 404
+        assert http.post(stack.url("prometheus") + "/api/v1/admin/tsdb/snapshot").status_code == 404
+
+
+def test_a_signed_in_user_without_the_role_is_refused(stack):
+    with browser(stack) as http:
+        page = sign_in(stack, http, "prometheus", "researcher")     # superlink_user only
+        assert page.status_code == 403, (page.status_code, page.text[:300])
+        r = http.get(stack.url("prometheus") + UIS["prometheus"])
+        assert r.status_code == 302

@@ -9,7 +9,8 @@ from fedops import config, paths, render
 from testcerts import load_entrypoint
 
 SECRETS = {"keycloak_users": {"researcher": "r" * 16, "hubadmin": "h" * 16, "observer": "o" * 16},
-           "oidc_jupyterhub_secret": "j" * 24, "oidc_grafana_secret": "g" * 24, "oidc_ctlgate_secret": "c" * 24}
+           "oidc_jupyterhub_secret": "j" * 24, "oidc_grafana_secret": "g" * 24, "oidc_ctlgate_secret": "c" * 24,
+           "oidc_monitoring_secret": "m" * 24}
 
 
 @pytest.fixture(scope="module")
