@@ -44,6 +44,7 @@ GROUP_ROLES: dict[str, list[str]] = {
     "jupyter_users": ["jupyter_user"],
     "jupyter_admins": ["jupyter_admin", "jupyter_user"],
     "superlink_users": ["superlink_user"],
+    "superlink_viewers": ["superlink_viewer"],
     "monitoring_viewers": ["monitoring_viewer"],
 }
 # Confidential OIDC clients and the secret holding each one's client secret.
