@@ -32,6 +32,7 @@ PASSWORDS = {
     "oidc_ctlgate_secret": "OIDC client secret: ctlgate (Control API gateway)",
     "oidc_monitoring_secret": "OIDC client secret: monitoring (the edge's oauth2-proxy for Prometheus and Alertmanager)",
     "oauth2_proxy_cookie_secret": "oauth2-proxy's session cookie key (32 characters)",
+    "oidc_fl_exporter_secret": "OIDC client secret: fl-exporter (service account, read-only Control API)",
     "grafana_admin_password": "Grafana local admin",
 }
 USERS_FILE = "keycloak_users"       # JSON {username: password}

@@ -103,6 +103,8 @@ SERVICES: tuple[Service, ...] = (
     Service("blackbox-exporter", 10075, certificate=False),
     # the edge's sign-on for prometheus. and alertmanager. (auth_request, TLS)
     Service("oauth2-proxy", 10076),
+    # the federation as metrics, read through control.<domain> (service account)
+    Service("fl-exporter", 10077, certificate=False),
 )
 
 

@@ -53,6 +53,7 @@ CLIENT_SECRETS = {
     "grafana": "oidc_grafana_secret",
     "ctlgate": "oidc_ctlgate_secret",
     "monitoring": "oidc_monitoring_secret",     # the edge's oauth2-proxy (monitoring UIs)
+    "fl-exporter": "oidc_fl_exporter_secret",   # service account, read-only Control API
 }
 ADMIN_USERNAME = "admin"
 MIN_PASSWORD_LENGTH = 12  # the realm's password policy: length(12)

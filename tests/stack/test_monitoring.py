@@ -17,9 +17,9 @@ from fedops import compose, engine, paths, services
 from stackenv import connect
 
 MONITORING = ("prometheus", "alertmanager", "node-exporter", "nginx-exporter", "postgres-exporter",
-              "blackbox-exporter")
+              "blackbox-exporter", "fl-exporter")
 RULES = yaml.safe_load((paths.SERVICES_DIR / "prometheus" / "rules" / "alerts.yml").read_text())
-JOBS = {"prometheus", "alertmanager", "node", "nginx", "postgres", "blackbox", "ctlgate", "edge"}
+JOBS = {"prometheus", "alertmanager", "node", "nginx", "postgres", "blackbox", "ctlgate", "fl", "edge"}
 
 
 def api(stack, url: str) -> dict:
@@ -177,7 +177,7 @@ def test_the_monitoring_uis_refuse_unauthenticated_requests(stack, name):
         for path in ("/", UIS[name]):
             r = http.get(stack.url(name) + path)
             assert r.status_code == 302, (name, path, r.status_code, r.text[:200])
-            assert r.headers["location"].startswith("/oauth2/start?rd="), r.headers["location"]
+            assert r.headers["location"].startswith(stack.url(name) + "/oauth2/start?rd="), r.headers["location"]
         # a made-up session cookie is no session
         r = http.get(stack.url(name) + UIS[name], cookies={"_fl_monitoring": "forged"})
         assert r.status_code == 302
@@ -203,3 +203,56 @@ def test_a_signed_in_user_without_the_role_is_refused(stack):
         assert page.status_code == 403, (page.status_code, page.text[:300])
         r = http.get(stack.url("prometheus") + UIS["prometheus"])
         assert r.status_code == 302
+
+
+# ---- the federation as metrics (services/fl-exporter) and the read-only account ----------
+
+def service_account_token(stack) -> str:
+    import httpx
+
+    from oidc import realm_url
+    with browser(stack) as http:
+        r = http.post(f"{realm_url(stack)}/protocol/openid-connect/token", data={"grant_type": "client_credentials"},
+                      auth=("fl-exporter", stack.secret("oidc_fl_exporter_secret")))
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]
+
+
+def control_call(stack, http, token: str, method: str, message):
+    return http.post(f"{stack.url('control')}/v1/control/{method}", content=message.SerializeToString(),
+                     headers={"Content-Type": "application/protobuf", "Accept": "application/protobuf",
+                              "Authorization": f"Bearer {token}"})
+
+
+def test_the_read_only_account_lists_and_reads_but_may_not_start_or_stop_runs(stack):
+    from flwr.proto.control_pb2 import (ListNodesRequest, ListNodesResponse, ListRunsRequest,
+                                        StartRunRequest, StopRunRequest)
+    token = service_account_token(stack)
+    with browser(stack) as http:
+        assert control_call(stack, http, token, "list-runs", ListRunsRequest()).status_code == 200
+        nodes = control_call(stack, http, token, "list-nodes", ListNodesRequest())
+        assert nodes.status_code == 200
+        listed = ListNodesResponse()
+        listed.ParseFromString(nodes.content)
+        assert {n.name for n in listed.nodes_info} >= {o.name for o in stack.fed.organisations}
+        for method, message in (("start-run", StartRunRequest()), ("stop-run", StopRunRequest(run_id=1))):
+            refused = control_call(stack, http, token, method, message)
+            assert refused.status_code == 403, (method, refused.status_code, refused.text[:200])
+
+
+def test_the_federation_is_in_prometheus_after_a_run(stack, targets):
+    from stackenv import completed_run, wait_all_online
+    wait_all_online(stack)
+    run_id = completed_run()
+    deadline = time.time() + 120
+    while True:
+        online = {r["metric"]["organisation"]: r["value"][1] for r in query(stack, "fl_supernodes_online")}
+        runs = query(stack, f'fl_run_status{{run_id="{run_id}"}}')
+        if online == {o.name: "1" for o in stack.fed.organisations} and runs:
+            break
+        assert time.time() < deadline, f"FL metrics: online {online}, run {run_id}: {runs}"
+        time.sleep(5)
+    assert runs[0]["metric"]["status"] == "finished:completed"
+    assert float(query(stack, f'fl_run_duration_seconds{{run_id="{run_id}"}}')[0]["value"][1]) > 0
+    assert query(stack, 'fl_runs{status="finished:completed"}')
+    assert float(query(stack, "fl_exporter_last_success_timestamp_seconds")[0]["value"][1]) > 0
