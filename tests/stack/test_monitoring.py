@@ -85,12 +85,19 @@ def test_exporters_read_their_sources(stack, targets):
     assert query(stack, 'node_filesystem_size_bytes{mountpoint="/"}'), "the host's root file system"
 
 
-def test_the_monitoring_role_is_refused_outside_the_monitoring_network(stack):
+def test_the_monitoring_role_reads_statistics_only(stack):
     import psycopg
-    # Through the administration port the connection comes from the edge's services
-    # address: pg_hba admits the monitoring role from the monitoring network only.
+    # The administration port passes TCP through the edge, which is on the monitoring
+    # network too: there the role reaches the postgres database (pg_monitor) and no other.
+    with connect(stack, "monitoring", db="postgres") as conn:
+        row = conn.execute("SELECT rolsuper, rolcreaterole, rolcreatedb, pg_has_role('pg_monitor', 'member'), "
+                           "(SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) "
+                           "FROM pg_roles WHERE rolname = current_user").fetchone()
+        assert row == (False, False, False, True, True)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TABLE monitoring_was_here (x int)")
     with pytest.raises(psycopg.OperationalError, match="no pg_hba.conf entry"):
-        connect(stack, "monitoring", db="postgres")
+        connect(stack, "monitoring", db="keycloak")
 
 
 def test_alert_rules_load_and_are_healthy(stack, targets):
