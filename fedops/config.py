@@ -17,7 +17,7 @@ from .errors import FedopsError
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 USERNAME_RE = re.compile(r"^[a-z][a-z0-9._-]{1,62}$")
-GROUPS = ("jupyter_users", "jupyter_admins", "superlink_users")
+GROUPS = ("jupyter_users", "jupyter_admins", "superlink_users", "superlink_viewers", "monitoring_viewers")
 MAX_LEAF_DAYS = 366  # Mozilla's (and the CA/Browser Forum's direction) upper bound
 
 

@@ -25,10 +25,14 @@ PASSWORDS = {
     "jupyterhub_db_password": "PostgreSQL role jupyterhub",
     "grafana_db_password": "PostgreSQL role grafana",
     "flower_db_password": "PostgreSQL role flower (reserved for applications; the SuperLink uses SQLite)",
+    "monitoring_db_password": "PostgreSQL role monitoring (pg_monitor, for the metrics exporter)",
     "keycloak_admin_password": "Keycloak bootstrap admin (user admin)",
     "oidc_jupyterhub_secret": "OIDC client secret: jupyterhub",
     "oidc_grafana_secret": "OIDC client secret: grafana",
     "oidc_ctlgate_secret": "OIDC client secret: ctlgate (Control API gateway)",
+    "oidc_monitoring_secret": "OIDC client secret: monitoring (the edge's oauth2-proxy for Prometheus and Alertmanager)",
+    "oauth2_proxy_cookie_secret": "oauth2-proxy's session cookie key (32 characters)",
+    "oidc_fl_exporter_secret": "OIDC client secret: fl-exporter (service account, read-only Control API)",
     "grafana_admin_password": "Grafana local admin",
 }
 USERS_FILE = "keycloak_users"       # JSON {username: password}

@@ -39,7 +39,8 @@ PUBLIC_HOSTS: tuple[PublicHost, ...] = (
     PublicHost("control", "control", ("monitoring",), "the Control API for the flwr CLI (single sign-on)"),
     PublicHost("hub", "hub", ("monitoring",), "JupyterHub"),
     PublicHost("grafana", "grafana", ("monitoring",), "Grafana"),
-    PublicHost("prometheus", "prometheus", ("monitoring",), "Prometheus"),
+    PublicHost("prometheus", "prometheus", ("monitoring",), "Prometheus (Keycloak sign-on, role monitoring_viewer)"),
+    PublicHost("alertmanager", "alertmanager", ("monitoring",), "Alertmanager (Keycloak sign-on, role monitoring_viewer)"),
 )
 
 
@@ -90,9 +91,20 @@ SERVICES: tuple[Service, ...] = (
     # the site's certificate is the organisation's (org_sans), not a service certificate
     Service("supernode", 10050, certificate=False),
     Service("siteproxy", 10031, certificate=False),
-    # phase 5: certificates prepared, services not built yet
+    # phase 5: certificate prepared, service not built yet
     Service("jupyterhub", 10060, public=("hub",)),
+    # phase 5.2 monitoring: Prometheus' certificate names its public host (for the edge's
+    # sign-on gate to come); the others serve plain HTTP on the monitoring network only
     Service("prometheus", 10070, public=("prometheus",)),
+    Service("alertmanager", 10071, certificate=False),
+    Service("node-exporter", 10072, certificate=False),
+    Service("nginx-exporter", 10073, certificate=False),
+    Service("postgres-exporter", 10074, certificate=False),
+    Service("blackbox-exporter", 10075, certificate=False),
+    # the edge's sign-on for prometheus. and alertmanager. (auth_request, TLS)
+    Service("oauth2-proxy", 10076),
+    # the federation as metrics, read through control.<domain> (service account)
+    Service("fl-exporter", 10077, certificate=False),
 )
 
 
@@ -117,10 +129,16 @@ def org_sans(fed: Federation, org) -> list[str]:
     return [f"DNS:{org.service}", "DNS:localhost", "IP:127.0.0.1"]
 
 
+def env_name(name: str) -> str:
+    """A service or host name as it appears in a Compose variable (node-exporter:
+    NODE_EXPORTER)."""
+    return name.upper().replace("-", "_")
+
+
 def compose_variables(fed: Federation) -> dict[str, str]:
     """What Compose needs from here (rendered into build/federation.env)."""
-    out = {f"FL_UID_{s.name.upper()}": str(s.uid) for s in SERVICES}
-    out.update({f"FL_HOST_{name.upper()}": host for name, host in hostnames(fed).items()})
+    out = {f"FL_UID_{env_name(s.name)}": str(s.uid) for s in SERVICES}
+    out.update({f"FL_HOST_{env_name(name)}": host for name, host in hostnames(fed).items()})
     return out
 
 

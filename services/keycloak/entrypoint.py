@@ -44,12 +44,16 @@ GROUP_ROLES: dict[str, list[str]] = {
     "jupyter_users": ["jupyter_user"],
     "jupyter_admins": ["jupyter_admin", "jupyter_user"],
     "superlink_users": ["superlink_user"],
+    "superlink_viewers": ["superlink_viewer"],
+    "monitoring_viewers": ["monitoring_viewer"],
 }
 # Confidential OIDC clients and the secret holding each one's client secret.
 CLIENT_SECRETS = {
     "jupyterhub": "oidc_jupyterhub_secret",
     "grafana": "oidc_grafana_secret",
     "ctlgate": "oidc_ctlgate_secret",
+    "monitoring": "oidc_monitoring_secret",     # the edge's oauth2-proxy (monitoring UIs)
+    "fl-exporter": "oidc_fl_exporter_secret",   # service account, read-only Control API
 }
 ADMIN_USERNAME = "admin"
 MIN_PASSWORD_LENGTH = 12  # the realm's password policy: length(12)

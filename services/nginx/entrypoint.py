@@ -44,7 +44,7 @@ TEMPLATE_DIRS = (str(Path(__file__).resolve().parent), "/usr/local/share/fl-edge
 
 # The public hosts the edge has server blocks for (their names and zones come from
 # federation.json).
-HOSTS = ("landing", "auth", "fleet", "control", "hub", "grafana", "prometheus")
+HOSTS = ("landing", "auth", "fleet", "control", "hub", "grafana", "prometheus", "alertmanager")
 # Zones: the internal networks the edge tells apart by source address; everything else
 # reached it through a published port ("external", always allowed).
 ZONES = ("services", "clients", "monitoring", "superlink")
@@ -57,6 +57,8 @@ DEFAULT_UPSTREAMS = {
     "jupyterhub": "jupyterhub:8000",
     "grafana": "grafana:3000",
     "prometheus": "prometheus:9090",
+    "alertmanager": "alertmanager:9093",
+    "oauth2_proxy": "oauth2-proxy:4180",  # HTTPS, verified: sign-on for the monitoring UIs
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -309,6 +311,8 @@ def landing_services(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
          "purpose": "dashboards", "status_keys": ["grafana"]},
         {"name": "Prometheus", "url": f"https://{h['prometheus']}{p}/", "link": True,
          "purpose": "metrics", "status_keys": ["prometheus"]},
+        {"name": "Alertmanager", "url": f"https://{h['alertmanager']}{p}/", "link": True,
+         "purpose": "alerts and silences", "status_keys": ["alertmanager"]},
         {"name": "Control API (SuperLink)", "url": f"{h['control']}{p}", "link": False,
          "purpose": "the flwr CLI, after flwr login", "status_keys": ["control", "ctlgate", "superlink"]},
         {"name": "Fleet API (SuperLink)", "url": f"{h['fleet']}{p}", "link": False,

@@ -17,6 +17,9 @@ TEMPLATES = Path(os.environ.get("FL_TEMPLATES", "/usr/local/share/fl-postgres"))
 PGDATA = Path(os.environ.get("PGDATA", "/var/lib/postgresql/data/pgdata"))
 # One database per consumer, owned by a role of the same name.
 DATABASES = ("keycloak", "jupyterhub", "grafana", "flower")
+# The metrics exporter's role: pg_monitor's read-only statistics, database postgres only,
+# from the monitoring network only (FL_MONITORING_NETWORKS).
+MONITORING_ROLE = "monitoring"
 
 
 def fail(message: str) -> None:
@@ -79,6 +82,15 @@ def reconcile_sql(passwords: dict[str, str]) -> str:
             f"REVOKE ALL ON DATABASE {db} FROM PUBLIC;",
             f"GRANT ALL ON DATABASE {db} TO {db};",
         ]
+    if MONITORING_ROLE in passwords:
+        role, pw = MONITORING_ROLE, quote_literal(passwords[MONITORING_ROLE])
+        lines += [
+            f"SELECT 'CREATE ROLE {role} LOGIN' WHERE NOT EXISTS "
+            f"(SELECT FROM pg_roles WHERE rolname = '{role}')\\gexec",
+            f"ALTER ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {pw};",
+            f"GRANT pg_monitor TO {role};",
+            f"GRANT CONNECT ON DATABASE postgres TO {role};",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -105,7 +117,10 @@ def main() -> None:
     check_tls()
     passwords = {"postgres": secret("postgres_password")}
     passwords.update({db: secret(f"{db}_db_password") for db in DATABASES})
+    passwords[MONITORING_ROLE] = secret(f"{MONITORING_ROLE}_db_password")
     networks = parse_networks(os.environ.get("FL_CLIENT_NETWORKS", "fl-services-network=172.20.0.0/16"))
+    monitoring = parse_networks(os.environ.get("FL_MONITORING_NETWORKS", "")) \
+        if os.environ.get("FL_MONITORING_NETWORKS", "").strip() else []
 
     if not (PGDATA / "PG_VERSION").exists():
         print("postgres entrypoint: initialising a new cluster", flush=True)
@@ -120,7 +135,7 @@ def main() -> None:
         pwfile.unlink()
 
     hba = PGDATA / "pg_hba.fl.conf"
-    hba.write_text(render("pg_hba.conf.j2", networks=networks))
+    hba.write_text(render("pg_hba.conf.j2", networks=networks, monitoring=monitoring, monitoring_role=MONITORING_ROLE))
     (PGDATA / "postgresql.fl.conf").write_text(render("postgresql.fl.conf.j2", tls=TLS, hba_file=hba))
     conf = PGDATA / "postgresql.conf"
     include = "include = 'postgresql.fl.conf'"

@@ -9,7 +9,8 @@ from fedops import config, paths, render
 from testcerts import load_entrypoint
 
 SECRETS = {"keycloak_users": {"researcher": "r" * 16, "hubadmin": "h" * 16, "observer": "o" * 16},
-           "oidc_jupyterhub_secret": "j" * 24, "oidc_grafana_secret": "g" * 24, "oidc_ctlgate_secret": "c" * 24}
+           "oidc_jupyterhub_secret": "j" * 24, "oidc_grafana_secret": "g" * 24, "oidc_ctlgate_secret": "c" * 24,
+           "oidc_monitoring_secret": "m" * 24, "oidc_fl_exporter_secret": "f" * 24}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,20 @@ def test_a_federation_file_without_urls_is_refused(kc):
 
 def test_every_user_gets_a_group_and_a_password(kc):
     realm = kc.render_realm(federation(443), SECRETS)
-    users = {u["username"]: u for u in realm["users"]}
+    users = {u["username"]: u for u in realm["users"] if "serviceAccountClientId" not in u}
     assert set(users) == set(SECRETS["keycloak_users"])
     assert "/superlink_users" in users["researcher"]["groups"]
     assert "/superlink_users" not in users["observer"]["groups"]
+
+
+def test_the_fl_exporter_is_a_read_only_service_account(kc):
+    realm = kc.render_realm(federation(443), SECRETS)
+    account = next(u for u in realm["users"] if u.get("serviceAccountClientId") == "fl-exporter")
+    assert set(account["realmRoles"]) == {"default-roles-flowerfl", "superlink_viewer"}
+    client = next(c for c in realm["clients"] if c["clientId"] == "fl-exporter")
+    assert client["serviceAccountsEnabled"] and not client["standardFlowEnabled"]
+    assert client["secret"] == SECRETS["oidc_fl_exporter_secret"]
+    audiences = [m["config"]["included.client.audience"] for m in client["protocolMappers"]
+                 if m["protocolMapper"] == "oidc-audience-mapper"]
+    assert audiences == ["ctlgate"]
+    assert "superlink_viewer" in {r["name"] for r in realm["roles"]["realm"]}

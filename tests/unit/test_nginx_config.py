@@ -179,3 +179,19 @@ def test_building_the_configuration_twice_gives_the_same(edge, federation):
     once = edge.build_config({**federation, "zone_subnets": ZONES})
     assert edge.build_config(once) == once
     assert edge.render(once) == edge.render({**federation, "zone_subnets": ZONES})
+
+
+@pytest.mark.parametrize("host", ["prometheus", "alertmanager"])
+def test_the_monitoring_uis_are_behind_keycloak_sign_on(conf, federation, host):
+    block = server_block(conf, federation["hostnames"][host])
+    # every request asks oauth2-proxy first, over TLS verified against the project CA
+    root = block[block.index("location / {"):]
+    assert "auth_request /oauth2/auth;" in root.split("}")[0]
+    assert "error_page 401 = @signin;" in root
+    auth = block[block.index("location = /oauth2/auth {"):]
+    assert "internal;" in auth.split("}")[0] and "proxy_ssl_verify on;" in auth.split("}")[0]
+    assert "proxy_ssl_name oauth2-proxy;" in block
+    # no session: to the sign-in, on the published port
+    assert f"return 302 https://$host{federation['urls'][host][len('https://' + federation['hostnames'][host]):]}" \
+           "/oauth2/start?rd=$request_uri;" in block
+    assert re.search(r"location ~ \^/-/\(quit\|reload\)\$ \{\s*return 404;", block)

@@ -108,6 +108,8 @@ class Config:
     keycloak_realm_url: str  # base used for back-channel calls (JWKS, device, token)
     audience: str = "ctlgate"
     role: str = "superlink_user"
+    # may call the Control API's read-only methods only (ctlgate/methods.py); "" for none
+    read_role: str = "superlink_viewer"
     cli_client_id: str = "flwr-cli"
     device_scope: str = "openid"
     ca_file: str | None = DEFAULT_CA_FILE
@@ -176,6 +178,7 @@ class Config:
             keycloak_realm_url=f"{kc_base}/realms/{realm}",
             audience=env.get("CTLGATE_AUDIENCE", "").strip() or "ctlgate",
             role=env.get("CTLGATE_ROLE", "").strip() or "superlink_user",
+            read_role=env.get("CTLGATE_READ_ROLE", "superlink_viewer").strip(),
             cli_client_id=env.get("CTLGATE_CLI_CLIENT_ID", "").strip() or "flwr-cli",
             device_scope=env.get("CTLGATE_DEVICE_SCOPE", "openid").strip(),
             ca_file=ca_file,

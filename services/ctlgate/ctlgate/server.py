@@ -39,7 +39,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from . import __version__, oidc
+from . import __version__, methods, oidc
 from .config import Config
 from .control import LOGIN_PATHS, HttpResult, LoginEndpoints, error_result
 from .status import StatusProber
@@ -131,8 +131,13 @@ class Gateway:
             on_result=lambda name, up: self.metrics.service_up.labels(name).set(1 if up else 0),
         )
 
-    def verify(self, token: str | None) -> Decision:
-        """Evaluate a token; 503 when no JWKS can be had (fail closed)."""
+    def any_role(self) -> tuple[str, ...]:
+        """The roles that may use the Control API at all (the login calls accept both)."""
+        return (self.config.role, self.config.read_role) if self.config.read_role else (self.config.role,)
+
+    def verify(self, token: str | None, roles: tuple[str, ...] | None = None) -> Decision:
+        """Evaluate a token (one of ``roles`` required, by default any Control API
+        role); 503 when no JWKS can be had (fail closed)."""
         kid = token_kid(token) if token else None
         jwks = None
         if kid is not None:  # no kid: malformed or unknown key, no JWKS needed
@@ -145,15 +150,18 @@ class Gateway:
             jwks,
             self.config.issuer,
             self.config.audience,
-            self.config.role,
+            roles or self.any_role(),
             self.clock(),
             leeway=self.config.leeway,
             rfc6750_errors=self.config.rfc6750_errors,
         )
 
-    def authorize(self, authorization: str | None) -> Decision:
+    def authorize(self, authorization: str | None, original_uri: str | None = None) -> Decision:
+        """auth_request's decision for one Control API call: the method's roles
+        (ctlgate/methods.py) decide; without the URI only the full role passes."""
         start = time.perf_counter()
-        decision = self.verify(parse_bearer(authorization))
+        roles = methods.roles_for(original_uri, self.config.role, self.config.read_role)
+        decision = self.verify(parse_bearer(authorization), roles)
         self.metrics.auth_seconds.observe(time.perf_counter() - start)
         self.metrics.auth_decisions.labels(
             "allow" if decision.allowed else "deny", decision.reason
@@ -307,8 +315,8 @@ class Handler(BaseHTTPRequestHandler):
         return self.headers.get("X-Real-IP") or self.headers.get("X-Forwarded-For") or self.client_address[0]
 
     def _auth(self) -> None:
-        decision = self.gateway.authorize(self.headers.get("Authorization"))
         original = self.headers.get("X-Original-URI", "?")
+        decision = self.gateway.authorize(self.headers.get("Authorization"), original)
         headers: list[tuple[str, str]] = [("Cache-Control", "no-store")]
         if decision.www_authenticate:
             headers.append(("WWW-Authenticate", decision.www_authenticate))

@@ -144,13 +144,15 @@ def evaluate_token(  # noqa: PLR0911, PLR0912  (a flat list of checks reads best
     jwks: Mapping[str, Any] | None,
     issuer: str,
     audience: str,
-    role: str,
+    role: str | tuple[str, ...],
     now: float,
     *,
     leeway: float = 0.0,
     rfc6750_errors: bool = False,
 ) -> Decision:
-    """Check an access token completely; see the module docstring for the rules."""
+    """Check an access token completely; see the module docstring for the rules.
+    ``role``: the realm role required, or a tuple of roles of which one suffices."""
+    wanted = (role,) if isinstance(role, str) else tuple(role)
     if not token:
         return _deny(MISSING_TOKEN, rfc6750_errors)
     if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
@@ -222,12 +224,12 @@ def evaluate_token(  # noqa: PLR0911, PLR0912  (a flat list of checks reads best
 
     realm_access = claims.get("realm_access")
     roles = realm_access.get("roles") if isinstance(realm_access, dict) else None
-    if not isinstance(roles, list) or role not in roles:
+    if not isinstance(roles, list) or not any(r in roles for r in wanted):
         return Decision(
             403,
             MISSING_ROLE,
             f'Bearer error="insufficient_scope", error_description='
-            f'"The realm role {role} is required"',
+            f'"The realm role {" or ".join(wanted)} is required"',
             claims,
         )
     return Decision(200, OK, None, claims)
@@ -238,7 +240,7 @@ def check_token(
     jwks: Mapping[str, Any] | None,
     issuer: str,
     audience: str,
-    role: str,
+    role: str | tuple[str, ...],
     now: float,
     *,
     leeway: float = 0.0,

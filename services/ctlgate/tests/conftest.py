@@ -36,3 +36,17 @@ def gateway(config: Config, keycloak: FakeKeycloak, realm: Realm):
     gw = Gateway(config, http=http, clock=realm.clock)
     yield gw
     http.close()
+
+
+@pytest.fixture()
+def server(gateway):
+    """The gateway serving HTTP on a free local port: "127.0.0.1:<port>"."""
+    import threading
+
+    from ctlgate.server import Server
+    srv = Server(("127.0.0.1", 0), gateway)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()

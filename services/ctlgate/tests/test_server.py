@@ -18,16 +18,6 @@ from flwr.proto.control_pb2 import (
 from flwr.supercore.control import ControlHttpClient
 
 
-@pytest.fixture()
-def server(gateway):
-    srv = Server(("127.0.0.1", 0), gateway)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
-
-
 def test_flwr_client_speaks_to_the_login_endpoints(server, keycloak: FakeKeycloak, realm: Realm) -> None:
     keycloak.next_device = lambda: DeviceGrant(approve_after=1)
     client = ControlHttpClient.from_server_address(server, insecure=True, root_certificates=None, interceptors=[])
