@@ -36,8 +36,14 @@ def label(image: str) -> str:
     return image.rsplit("/", 1)[-1].split(":", 1)[0]
 
 
+# Images built with the stack but never started by Compose: the notebook servers' image
+# (started by JupyterHub through the Docker API proxy).
+BUILD_ONLY_PROFILES = ("notebook",)
+
+
 def build(c, services: list[str] | None = None, profiles=(), no_cache: bool = False) -> None:
     extra_ca()
+    profiles = tuple(dict.fromkeys((*profiles, *BUILD_ONLY_PROFILES)))
     known = buildable(profiles)
     by_label = {label(image): name for name, image in known.items()}
     names = [by_label.get(s, s) for s in services] if services else list(known)

@@ -30,6 +30,8 @@ PASSWORDS = {
     "oidc_grafana_secret": "OIDC client secret: grafana",
     "oidc_ctlgate_secret": "OIDC client secret: ctlgate (Control API gateway)",
     "grafana_admin_password": "Grafana local admin",
+    "jupyterhub_cookie_secret": "JupyterHub cookie signing secret",
+    "jupyterhub_crypt_key": "JupyterHub auth-state encryption (JUPYTERHUB_CRYPT_KEY is derived from it)",
 }
 USERS_FILE = "keycloak_users"       # JSON {username: password}
 SUPERNODE_KEYS = "supernodes"       # folder of <org>.key / <org>.pub
