@@ -132,6 +132,7 @@ def settings(federation: dict, env: dict[str, str], secrets: dict[str, str]) -> 
         "ca_file": str(TLS_DIR / "ca.crt"),
         "db_url": (f"postgresql+psycopg://jupyterhub@{db_host}:5432/jupyterhub"
                    f"?sslmode=verify-full&sslrootcert={TLS_DIR / 'ca.crt'}"),
+        "db_host": db_host,
         "db_password": secrets["db_password"],
         "cookie_secret": secrets["cookie_secret"],
         "oauth": {
@@ -170,6 +171,12 @@ def load(env: dict[str, str] | None = None) -> tuple[dict, str]:
     return settings(federation, env, secrets), crypt_key(secrets["crypt_key"])
 
 
+def pgpass_line(hub: dict) -> str:
+    """libpq's password file: host:port:database:user:password (':' and '\\' escaped)."""
+    password = hub["db_password"].replace("\\", "\\\\").replace(":", "\\:")
+    return f"{hub['db_host']}:5432:jupyterhub:jupyterhub:{password}\n"
+
+
 def healthcheck() -> int:
     import ssl
     import urllib.request
@@ -199,7 +206,14 @@ def main(argv: list[str]) -> None:
     fd = os.open(SETTINGS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(hub, handle)
-    env = dict(os.environ, FL_HUB_SETTINGS=str(SETTINGS_FILE), JUPYTERHUB_CRYPT_KEY=key)
+    # The database password reaches libpq through a password file (never the URL, which
+    # JupyterHub logs when it cannot connect).
+    passfile = SETTINGS_FILE.parent / "pgpass"
+    fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(pgpass_line(hub))
+    env = dict(os.environ, FL_HUB_SETTINGS=str(SETTINGS_FILE), JUPYTERHUB_CRYPT_KEY=key,
+               PGPASSFILE=str(passfile))
     log(f"starting JupyterHub at {hub['hub_url']} (notebooks: {hub['notebooks']['image']} on "
         f"{hub['notebooks']['network']}, through {hub['notebooks']['docker_api']})")
     os.chdir(SETTINGS_FILE.parent)   # the proxy's pid file and the hub's runtime files

@@ -22,7 +22,7 @@ c.JupyterHub.cleanup_servers = False   # notebook servers outlive a hub restart
 
 # ---- state: PostgreSQL over TLS (verify-full against the project CA)
 c.JupyterHub.db_url = S["db_url"]
-c.JupyterHub.db_kwargs = {"connect_args": {"password": S["db_password"]}}
+# The password: libpq's PGPASSFILE, written by entrypoint.py.
 c.JupyterHub.cookie_secret = S["cookie_secret"].encode()
 c.JupyterHub.data_files_path = "/opt/venv/share/jupyterhub"
 c.JupyterHub.template_paths = ["/opt/jupyterhub/templates"]

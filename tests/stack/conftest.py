@@ -104,7 +104,11 @@ def stack() -> Stack:
     removed = testinstance.remove_stale_projects()
     if removed:
         print(f"\nremoved test deployments left by interrupted sessions: {', '.join(removed)}")
-    instance = testinstance.create(machine)
+    # FL_TEST_INSTANCE=<dir>: a deployment kept by FL_TEST_KEEP=1, brought up to date
+    # and tested again (and kept): quick iterations while debugging.
+    reuse = os.environ.get("FL_TEST_INSTANCE", "")
+    keep = keep or bool(reuse)
+    instance = Path(reuse) if reuse else testinstance.create(machine)
     enter(instance)
     print(f"\ntest deployment: project {compose.project_name()}, instance {instance}, "
           f"https://{testinstance.DOMAIN}:{compose.setting('FL_HTTPS_PORT')}/")
