@@ -126,3 +126,70 @@ def test_logout_ends_the_keycloak_session_too(stack):
         out = http.get(f"{stack.url('hub')}/hub/logout")
         assert out.status_code == 302
         assert out.headers["location"].startswith(stack.url("auth") + "/realms/flowerfl/protocol/openid-connect/logout")
+
+
+# ---------------------------------------------------------------- the Docker API proxy
+PROXY_CALL = """
+import json, sys, urllib.request, urllib.error
+method, path, body = sys.argv[1], sys.argv[2], sys.argv[3]
+req = urllib.request.Request("http://dockerproxy:2375" + path, method=method,
+                             data=body.encode() if body else None, headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=20) as resp:
+        print(resp.status, resp.read().decode()[:300])
+except urllib.error.HTTPError as exc:
+    print(exc.code, exc.read().decode()[:300])
+"""
+
+
+def proxy_call(stack, method: str, path: str, body: dict | None = None) -> tuple[int, str]:
+    """A Docker API call to the proxy from the hub's container (the only one that reaches it)."""
+    out = stack.compose("exec", "-T", "jupyterhub", "python3", "-c", PROXY_CALL, method, path,
+                        json.dumps(body) if body else "").stdout.strip()
+    status, _, text = out.partition(" ")
+    return int(status), text
+
+
+def create_body(stack, **host) -> dict:
+    project = stack.setting("COMPOSE_PROJECT_NAME")
+    host_config = {"NetworkMode": f"{project}_fl-notebooks-network",
+                   "Binds": [f"jupyter-{project}-home-nobody:/home/jovyan:rw"], **host}
+    return {"Image": f"flfed/notebook:{stack.setting('IMAGE_TAG')}", "HostConfig": host_config}
+
+
+@pytest.mark.parametrize("change,rule", [
+    ({"Privileged": True}, "privileged"),
+    ({"Binds": ["/:/host"]}, "bind-mount"),
+    ({"NetworkMode": "host"}, "network"),
+    ({"CapAdd": ["SYS_ADMIN"]}, "capabilities"),
+    ({"PidMode": "host"}, "host-namespace"),
+])
+def test_the_docker_api_proxy_refuses_a_dangerous_create(stack, change, rule):
+    project = stack.setting("COMPOSE_PROJECT_NAME")
+    status, text = proxy_call(stack, "POST", f"/v1.41/containers/create?name=jupyter-{project}-evil",
+                              create_body(stack, **change))
+    assert status == 403 and f"({rule})" in text, text
+    assert f"REFUSED rule={rule}" in stack.logs("dockerproxy")
+
+
+def test_the_docker_api_proxy_refuses_another_image_and_network(stack):
+    project = stack.setting("COMPOSE_PROJECT_NAME")
+    body = create_body(stack)
+    body["Image"] = f"flfed/postgres:{stack.setting('IMAGE_TAG')}"
+    status, text = proxy_call(stack, "POST", f"/v1.41/containers/create?name=jupyter-{project}-evil", body)
+    assert status == 403 and "(image)" in text
+    body = create_body(stack, NetworkMode=f"{project}_fl-services-network")
+    status, text = proxy_call(stack, "POST", f"/v1.41/containers/create?name=jupyter-{project}-evil", body)
+    assert status == 403 and "(network)" in text
+
+
+def test_the_docker_api_proxy_refuses_listing_exec_and_other_containers(stack):
+    status, text = proxy_call(stack, "GET", "/v1.41/containers/json?all=1")
+    assert status == 403 and "(endpoint)" in text
+    postgres = stack.compose("ps", "-q", "postgres").stdout.strip()
+    status, text = proxy_call(stack, "POST", f"/v1.41/containers/{postgres}/exec", {"Cmd": ["id"]})
+    assert status == 403 and "(endpoint)" in text
+    status, text = proxy_call(stack, "POST", f"/v1.41/containers/{postgres}/stop")
+    assert status == 403 and "(container-name)" in text
+    status, _ = proxy_call(stack, "GET", "/v1.41/version")
+    assert status == 200
