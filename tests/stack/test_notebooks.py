@@ -193,3 +193,145 @@ def test_the_docker_api_proxy_refuses_listing_exec_and_other_containers(stack):
     assert status == 403 and "(container-name)" in text
     status, _ = proxy_call(stack, "GET", "/v1.41/version")
     assert status == 200
+
+
+# ---------------------------------------------------------------- notebook servers
+def notebook_container(stack, username: str) -> str:
+    return f"jupyter-{stack.setting('COMPOSE_PROJECT_NAME')}-{username}"
+
+
+def docker_exec(container: str, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", "exec", container, *argv], capture_output=True, text=True, timeout=timeout)
+
+
+def start_server(stack, http: httpx.Client, username: str, timeout: float = 240) -> dict:
+    """Start the user's server through the hub's REST API (as the user) and wait for it."""
+    hub = stack.url("hub")
+    http.get(f"{hub}/hub/home")                       # sets the _xsrf cookie
+    answer = http.post(f"{hub}/hub/api/users/{username}/server", headers=xsrf(http))
+    assert answer.status_code in (201, 202, 400), answer.text   # 400: already running
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        user = http.get(f"{hub}/hub/api/users/{username}", headers=xsrf(http)).json()
+        server = (user.get("servers") or {}).get("")
+        if server and server.get("ready"):
+            return server
+        time.sleep(2)
+    logs = stack.logs("jupyterhub")[-3000:]
+    raise AssertionError(f"{username}'s server is not ready after {timeout}s:\n{logs}")
+
+
+def stop_server(stack, http: httpx.Client, username: str, timeout: float = 120) -> None:
+    hub = stack.url("hub")
+    answer = http.delete(f"{hub}/hub/api/users/{username}/server", headers=xsrf(http))
+    assert answer.status_code in (202, 204), answer.text
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        user = http.get(f"{hub}/hub/api/users/{username}", headers=xsrf(http)).json()
+        if not (user.get("servers") or {}).get(""):
+            return
+        time.sleep(2)
+    raise AssertionError(f"{username}'s server did not stop within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def server(stack, researcher):
+    """researcher's notebook server, started through the hub's API."""
+    start_server(stack, researcher, "researcher")
+    return notebook_container(stack, "researcher")
+
+
+def test_a_server_starts_on_the_notebooks_network_with_limits_and_a_named_volume(stack, server):
+    attrs = json.loads(subprocess.run(["docker", "inspect", server], capture_output=True, text=True).stdout)[0]
+    project = stack.setting("COMPOSE_PROJECT_NAME")
+    assert list(attrs["NetworkSettings"]["Networks"]) == [f"{project}_fl-notebooks-network"]
+    host = attrs["HostConfig"]
+    assert host["Privileged"] is False and host["CapDrop"] == ["ALL"]
+    assert host["Memory"] == 2 << 30 and host["CpuQuota"] == host["CpuPeriod"]     # federation.yaml: 2G, 1 CPU
+    mounts = attrs["Mounts"]
+    assert [(m["Type"], m["Name"], m["Destination"]) for m in mounts] == [
+        ("volume", f"jupyter-{project}-home-researcher", "/home/jovyan")]
+    assert attrs["Config"]["Labels"]["fl.notebook.prefix"] == f"jupyter-{project}"
+
+
+def test_the_server_answers_its_user_through_the_edge_and_nobody_else(stack, researcher, server):
+    hub = stack.url("hub")
+    # The server's own OAuth with the hub (redirects), then JupyterLab and its API.
+    lab = researcher.get(f"{hub}/user/researcher/lab", follow_redirects=True)
+    assert lab.status_code == 200 and "JupyterLab" in lab.text, lab.text[:300]
+    contents = researcher.get(f"{hub}/user/researcher/api/contents")   # root: ~/work
+    assert contents.status_code == 200 and contents.json()["type"] == "directory", contents.text[:300]
+    with httpx.Client(verify=tls(stack), timeout=30) as anonymous:
+        answer = anonymous.get(f"{hub}/user/researcher/api/contents")
+        assert answer.status_code in (302, 403) or "oauth_login" in str(answer.headers.get("location", ""))
+    other, _ = hub_login(stack, "observer")
+    try:
+        answer = other.get(f"{hub}/user/researcher/api/contents", headers=xsrf(other), follow_redirects=True)
+        assert answer.status_code in (403, 404), answer.status_code
+    finally:
+        other.close()
+
+
+def test_from_a_notebook_only_the_edge_is_reachable(stack, server):
+    """SuperLink, PostgreSQL, Keycloak's port and the Docker API proxy: unreachable, by
+    name and by every address they have; control., auth. and hub. answer through the edge."""
+    probe = """
+import socket, sys, json
+results = {}
+for target in json.loads(sys.argv[1]):
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        results[target] = "open"
+    except OSError as exc:
+        results[target] = type(exc).__name__
+print(json.dumps(results))
+"""
+    targets = []
+    for service, port in (("superlink", 8000), ("postgres", 5432), ("keycloak", 8443), ("dockerproxy", 2375),
+                          ("ctlgate", 8081)):
+        targets.append(f"{service}:{port}")
+        cid = stack.compose("ps", "-q", service).stdout.strip()
+        attrs = json.loads(subprocess.run(["docker", "inspect", cid], capture_output=True, text=True).stdout)[0]
+        targets += [f"{n['IPAddress']}:{port}" for n in attrs["NetworkSettings"]["Networks"].values() if n["IPAddress"]]
+    out = docker_exec(server, "python3", "-c", probe, json.dumps(targets))
+    results = json.loads(out.stdout)
+    assert all(v != "open" for v in results.values()), results
+    for name in ("control", "auth", "hub"):
+        check = docker_exec(server, "python3", "-c",
+                            f"import urllib.request; print(urllib.request.urlopen('https://{stack.hostname(name)}/', timeout=10).status)")
+        assert "SSL" not in check.stderr and "refused" not in check.stderr, check.stderr[-500:]
+
+
+def test_flwr_ls_runs_from_a_notebook_through_the_edge(stack, server):
+    """The server's flwr connection (control.<domain>, the project CA) with tokens a
+    `flwr login` would store."""
+    from oidc import device_flow_tokens
+    tokens = device_flow_tokens(stack, "researcher", password(stack, "researcher"))
+    seed = """
+import re, sys
+from pathlib import Path
+from flwr.cli.constant import ACCESS_TOKEN_STORE_KEY, AUTHN_TYPE_STORE_KEY, REFRESH_TOKEN_STORE_KEY
+from flwr.supercore.credential_store import FileCredentialStore
+home = Path.home() / ".flwr"
+address = re.search(r'address = "([^"]+)"', (home / "config.toml").read_text()).group(1)
+store = FileCredentialStore(home / "credentials.yaml")
+store.set(AUTHN_TYPE_STORE_KEY % address, b"oidc")
+store.set(ACCESS_TOKEN_STORE_KEY % address, sys.argv[1].encode())
+store.set(REFRESH_TOKEN_STORE_KEY % address, sys.argv[2].encode())
+"""
+    done = docker_exec(server, "python3", "-c", seed, tokens["access_token"], tokens["refresh_token"])
+    assert done.returncode == 0, done.stderr[-1000:]
+    ls = docker_exec(server, "flwr", "ls", "--format", "json")
+    assert ls.returncode == 0, ls.stdout[-1000:] + ls.stderr[-1000:]
+    assert json.loads(ls.stdout).get("success") is True, ls.stdout
+
+
+def test_a_file_in_the_workspace_survives_stopping_the_server(stack, researcher, server):
+    marker = secrets.token_hex(8)
+    assert docker_exec(server, "sh", "-c", f"echo {marker} > ~/work/persist.txt").returncode == 0
+    stop_server(stack, researcher, "researcher")
+    gone = subprocess.run(["docker", "inspect", server], capture_output=True, text=True)
+    assert gone.returncode != 0          # removed; the volume stays
+    start_server(stack, researcher, "researcher")
+    assert docker_exec(server, "cat", "/home/jovyan/work/persist.txt").stdout.strip() == marker
