@@ -63,11 +63,21 @@ class User:
 
 
 @dataclass(frozen=True)
+class Notebooks:
+    """Researchers' notebook servers (JupyterHub, services/jupyterhub)."""
+    cpu_limit: float = 1.0              # CPUs per server
+    mem_limit: str = "2G"               # memory per server (Docker's units: 512M, 2G)
+    idle_timeout: int = 3600            # seconds without activity before a server is stopped (0: never)
+    concurrent_spawn_limit: int = 20    # servers starting at once (the OPS manual's figure)
+
+
+@dataclass(frozen=True)
 class Federation:
     domain: str
     ca: CA
     organisations: tuple[Organisation, ...]
     users: tuple[User, ...] = field(default=())
+    notebooks: Notebooks = field(default_factory=Notebooks)
 
     def hostname(self, prefix: str = "") -> str:
         return f"{prefix}.{self.domain}" if prefix else self.domain
@@ -98,6 +108,9 @@ class Federation:
                  "groups": list(u.groups)}
                 for u in self.users
             ],
+            "notebooks": {"cpu_limit": self.notebooks.cpu_limit, "mem_limit": self.notebooks.mem_limit,
+                          "idle_timeout": self.notebooks.idle_timeout,
+                          "concurrent_spawn_limit": self.notebooks.concurrent_spawn_limit},
         }
 
 
@@ -207,4 +220,28 @@ def parse(data: dict, source: str = "federation.yaml") -> Federation:
         users.append(User(username=username, email=str(raw.get("email") or f"{username}@example.org"),
                           first_name=str(raw.get("first_name") or username),
                           last_name=str(raw.get("last_name") or ""), organisation=org, groups=groups))
-    return Federation(domain=domain, ca=ca, organisations=tuple(orgs), users=tuple(users))
+    return Federation(domain=domain, ca=ca, organisations=tuple(orgs), users=tuple(users),
+                      notebooks=parse_notebooks(data.get("notebooks") or {}, source))
+
+
+def parse_notebooks(raw: Any, source: str) -> Notebooks:
+    if not isinstance(raw, dict):
+        raise FedopsError(f"{source}: 'notebooks' must be a mapping", "see federation.yaml for its keys")
+    unknown = sorted(set(raw) - set(Notebooks.__dataclass_fields__))
+    if unknown:
+        raise FedopsError(f"{source}: unknown key(s) under 'notebooks': {', '.join(unknown)}",
+                          f"use {', '.join(Notebooks.__dataclass_fields__)}")
+    d = Notebooks()
+    cpu = raw.get("cpu_limit", d.cpu_limit)
+    if isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or not 0 < cpu <= 256:
+        raise FedopsError(f"{source}: 'notebooks.cpu_limit' must be a number of CPUs above 0, not {cpu!r}",
+                          f"fix 'notebooks.cpu_limit' in {source}, for example 1.5")
+    mem = str(raw.get("mem_limit", d.mem_limit))
+    if not re.fullmatch(r"[1-9][0-9]*[KMG]?", mem):
+        raise FedopsError(f"{source}: 'notebooks.mem_limit' {mem!r} is not a memory size",
+                          f"fix 'notebooks.mem_limit' in {source}, for example 2G or 512M")
+    return Notebooks(cpu_limit=float(cpu), mem_limit=mem,
+                     idle_timeout=_int(raw.get("idle_timeout", d.idle_timeout), "notebooks.idle_timeout",
+                                       source, 0, 30 * 86400),
+                     concurrent_spawn_limit=_int(raw.get("concurrent_spawn_limit", d.concurrent_spawn_limit),
+                                                 "notebooks.concurrent_spawn_limit", source, 1, 1000))

@@ -114,3 +114,29 @@ def run_helper(image: str, command: list[str], volumes: dict, network_mode: str 
     """A short-lived helper container (removed afterwards); returns its output."""
     return client().containers.run(image, command, volumes=volumes, remove=True,
                                    network_mode=network_mode, stdout=True, stderr=False)
+
+
+# Notebook servers are not Compose's: JupyterHub spawns them (services/jupyterhub) as
+# jupyter-<project>-<user>, labelled with this prefix, each with a named volume
+# jupyter-<project>-home-<user>.
+NOTEBOOK_LABEL = "fl.notebook.prefix"
+
+
+def notebook_prefix(project: str) -> str:
+    return f"jupyter-{project}"
+
+
+def remove_notebooks(project: str, volumes: bool = False) -> list[str]:
+    """Remove this project's notebook servers (and, with volumes, their home volumes);
+    returns what was removed. Another project's are never touched."""
+    prefix = notebook_prefix(project)
+    removed = []
+    for ctr in client().containers.list(all=True, filters={"label": f"{NOTEBOOK_LABEL}={prefix}"}):
+        ctr.remove(force=True)
+        removed.append(ctr.name)
+    if volumes:
+        for vol in client().volumes.list(filters={"name": f"{prefix}-home-"}):
+            if vol.name.startswith(f"{prefix}-home-"):
+                vol.remove(force=True)
+                removed.append(vol.name)
+    return removed

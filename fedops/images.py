@@ -66,11 +66,17 @@ def built_record() -> Path:
     return paths.BUILD_DIR / "images.json"
 
 
+# Images built with the stack but never started by Compose: the notebook servers' image
+# (started by JupyterHub through the Docker API proxy).
+BUILD_ONLY_PROFILES = ("notebook",)
+
+
 def build(c, services: list[str] | None = None, profiles=(), no_cache: bool = False) -> None:
     """Build the images whose inputs changed since their last build here (all of them
     with no_cache); an image whose inputs are as they were is not handed to the
     builder at all, so an unchanged `up` costs no build calls."""
     ca_file = extra_ca()
+    profiles = tuple(dict.fromkeys((*profiles, *BUILD_ONLY_PROFILES)))
     known = buildable(profiles)
     from .stack import model as compose_model
     specs = compose_model(profiles)["services"]

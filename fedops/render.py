@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jinja2
@@ -42,11 +43,19 @@ def gpu_sites_overlay(fed: Federation, template: Path = GPU_SITES_TEMPLATE) -> s
     return organisations_overlay(fed, template)
 
 
+def docker_socket_gid(path: str = "/var/run/docker.sock") -> int:
+    """The engine socket's group: the Docker API proxy joins it (services/dockerproxy)."""
+    try:
+        return os.stat(path).st_gid
+    except OSError:
+        return 0
+
+
 def compose_env(fed: Federation) -> str:
     """Compose variables that come from federation.yaml and fedops/services.py: the
     domain, the public hostnames (the edge's network aliases), the service users."""
     values = {"FL_DOMAIN": fed.domain, "FL_NUM_PARTITIONS": str(len(fed.organisations)),
-              **services.compose_variables(fed)}
+              **services.compose_variables(fed), "FL_DOCKER_GID": str(docker_socket_gid())}
     return ("# Rendered from federation.yaml and fedops/services.py by the tasks; do not edit.\n"
             + "".join(f"{k}={v}\n" for k, v in values.items()))
 

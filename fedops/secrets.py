@@ -34,6 +34,8 @@ PASSWORDS = {
     "oauth2_proxy_cookie_secret": "oauth2-proxy's session cookie key (32 characters)",
     "oidc_fl_exporter_secret": "OIDC client secret: fl-exporter (service account, read-only Control API)",
     "grafana_admin_password": "Grafana local admin",
+    "jupyterhub_cookie_secret": "JupyterHub cookie signing secret",
+    "jupyterhub_crypt_key": "JupyterHub auth-state encryption (JUPYTERHUB_CRYPT_KEY is derived from it)",
 }
 USERS_FILE = "keycloak_users"       # JSON {username: password}
 SUPERNODE_KEYS = "supernodes"       # folder of <org>.key / <org>.pub

@@ -21,7 +21,7 @@ from .config import Federation
 
 # The internal zones the edge can tell apart (one network each, networks/compose.yml);
 # anything else reaching the edge came through a published port: "external".
-ZONES = ("services", "clients", "monitoring", "superlink")
+ZONES = ("services", "clients", "monitoring", "superlink", "notebooks")
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,10 @@ class PublicHost:
 
 PUBLIC_HOSTS: tuple[PublicHost, ...] = (
     PublicHost("landing", "", ("monitoring",), "landing page: every service and its state"),
-    PublicHost("auth", "auth", ("services", "monitoring"), "Keycloak's public endpoints (single sign-on)"),
+    PublicHost("auth", "auth", ("services", "monitoring", "notebooks"), "Keycloak's public endpoints (single sign-on)"),
     PublicHost("fleet", "fleet", ("clients", "monitoring"), "the Fleet API for SuperNode sites (organisation certificates)"),
-    PublicHost("control", "control", ("monitoring",), "the Control API for the flwr CLI (single sign-on)"),
-    PublicHost("hub", "hub", ("monitoring",), "JupyterHub"),
+    PublicHost("control", "control", ("monitoring", "notebooks"), "the Control API for the flwr CLI (single sign-on)"),
+    PublicHost("hub", "hub", ("monitoring", "notebooks"), "JupyterHub"),
     PublicHost("grafana", "grafana", ("monitoring",), "Grafana"),
     PublicHost("prometheus", "prometheus", ("monitoring",), "Prometheus (Keycloak sign-on, role monitoring_viewer)"),
     PublicHost("alertmanager", "alertmanager", ("monitoring",), "Alertmanager (Keycloak sign-on, role monitoring_viewer)"),
@@ -91,8 +91,10 @@ SERVICES: tuple[Service, ...] = (
     # the site's certificate is the organisation's (org_sans), not a service certificate
     Service("supernode", 10050, certificate=False),
     Service("siteproxy", 10031, certificate=False),
-    # phase 5: certificate prepared, service not built yet
+    # phase 5.1: notebooks. The Docker API proxy holds the engine's socket (group from
+    # FL_DOCKER_GID) and talks plain HTTP on its own network: no certificate.
     Service("jupyterhub", 10060, public=("hub",)),
+    Service("dockerproxy", 10061, certificate=False),
     # phase 5.2 monitoring: Prometheus' certificate names its public host (for the edge's
     # sign-on gate to come); the others serve plain HTTP on the monitoring network only
     Service("prometheus", 10070, public=("prometheus",)),

@@ -31,7 +31,7 @@ def up(c, profile=None, no_build=False):
     print(f"\nThe federation is up: https://{fed.domain}/ (users' passwords: invoke secrets.password USER)")
 
 
-@task(help={"volumes": "also delete the data volumes (PostgreSQL, SuperLink state): asks first",
+@task(help={"volumes": "also delete the data volumes (PostgreSQL, SuperLink state, notebook homes): asks first",
             "yes": "with --volumes: do not ask"})
 @clear_errors
 def down(c, volumes=False, yes=False):
@@ -43,6 +43,10 @@ def down(c, volumes=False, yes=False):
             print("nothing deleted")
             return
         args.append("--volumes")
+    # The notebook servers first: they hold the notebooks network Compose removes.
+    from .. import engine
+    for name in engine.remove_notebooks(compose.project_name(), volumes=volumes):
+        print(f"removed {name}")
     compose.run(c, *args, profiles=["tools", "gpu"])
 
 

@@ -47,14 +47,14 @@ TEMPLATE_DIRS = (str(Path(__file__).resolve().parent), "/usr/local/share/fl-edge
 HOSTS = ("landing", "auth", "fleet", "control", "hub", "grafana", "prometheus", "alertmanager")
 # Zones: the internal networks the edge tells apart by source address; everything else
 # reached it through a published port ("external", always allowed).
-ZONES = ("services", "clients", "monitoring", "superlink")
+ZONES = ("services", "clients", "monitoring", "superlink", "notebooks")
 
 DEFAULT_UPSTREAMS = {
     "keycloak": "keycloak:8443",      # HTTPS, verified against the project CA
     "superlink": "superlink:8000",    # HTTPS, verified against the project CA
     "ctlgate": "ctlgate:8081",        # HTTPS, verified: /status, /auth, login calls
     "postgres": "postgres:5432",      # TCP pass-through (administration port)
-    "jupyterhub": "jupyterhub:8000",
+    "jupyterhub": "jupyterhub:8000",  # HTTPS (its proxy), verified against the project CA
     "grafana": "grafana:3000",
     "prometheus": "prometheus:9090",
     "alertmanager": "alertmanager:9093",

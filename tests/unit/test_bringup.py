@@ -57,7 +57,8 @@ def test_the_stacks_graph_follows_the_task_lists_phases(fed, hermetic):
     first = bringup.order(nodes)[0]
     assert {"postgres", "superlink", "nginx", "ctlgate"} <= set(first)
     assert {n.phase for n in nodes.values()} == {"3.1 database", "3.2 identity", "3.3 edge",
-                                                 "4.1 SuperLink", "4.2 SuperNodes", "5.2 monitoring"}
+                                                 "4.1 SuperLink", "4.2 SuperNodes", "5.1 notebooks",
+                                                 "5.2 monitoring"}
     # the exporters wait for what they read; Prometheus and Alertmanager for nothing
     assert nodes["postgres-exporter"].needs == ("postgres",)
     assert nodes["nginx-exporter"].needs == ("nginx",)

@@ -2,8 +2,16 @@
 import pytest
 from invoke import Exit, MockContext, Result
 
-from fedops import compose, paths
+from fedops import compose, engine, paths
 from fedops.tasks import stack as stack_tasks
+
+
+@pytest.fixture(autouse=True)
+def no_engine(monkeypatch):
+    """`down` removes the notebook servers through the engine: recorded here instead."""
+    calls = []
+    monkeypatch.setattr(engine, "remove_notebooks", lambda project, volumes=False: calls.append((project, volumes)) or [])
+    return calls
 
 
 def test_compose_argv_names_project_files_and_profiles():  # in the hermetic instance
@@ -30,6 +38,12 @@ def test_down_keeps_volumes_by_default(capsys):
     stack_tasks.down(c)
     out = capsys.readouterr().out
     assert " down --remove-orphans" in out and "--volumes" not in out
+
+
+def test_down_removes_this_projects_notebook_servers(no_engine):
+    stack_tasks.down(MockContext(run=Result()))
+    stack_tasks.down(MockContext(run=Result()), volumes=True, yes=True)
+    assert no_engine == [("flfed", False), ("flfed", True)]
 
 
 def test_down_volumes_with_yes_wipes(capsys):

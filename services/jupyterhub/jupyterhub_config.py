@@ -1,0 +1,95 @@
+# JupyterHub's configuration. Static: every value comes from the settings file that
+# entrypoint.py renders from the federation (FL_HUB_SETTINGS) at each start.
+import json
+import os
+
+c = get_config()  # noqa: F821 - provided by JupyterHub
+with open(os.environ["FL_HUB_SETTINGS"]) as _handle:
+    S = json.load(_handle)
+
+# ---- listeners: the proxy (the edge's upstream) over TLS with the hub's own
+# certificate; the hub's API for the proxy and the notebook servers.
+c.JupyterHub.bind_url = "https://0.0.0.0:8000/"
+c.JupyterHub.ssl_cert = S["tls_cert"]
+c.JupyterHub.ssl_key = S["tls_key"]
+c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
+c.JupyterHub.hub_connect_url = "http://jupyterhub:8081"
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
+c.ConfigurableHTTPProxy.pid_file = os.path.join(os.path.dirname(os.environ["FL_HUB_SETTINGS"]), "proxy.pid")
+# The edge forwards X-Forwarded-*; the hub trusts it to build its redirect URLs.
+c.JupyterHub.trusted_downstream_ips = ["0.0.0.0/0"]
+c.JupyterHub.cleanup_servers = False   # notebook servers outlive a hub restart
+
+# ---- state: PostgreSQL over TLS (verify-full against the project CA)
+c.JupyterHub.db_url = S["db_url"]
+# The password: libpq's PGPASSFILE, written by entrypoint.py.
+c.JupyterHub.cookie_secret = S["cookie_secret"].encode()
+c.JupyterHub.data_files_path = "/opt/venv/share/jupyterhub"
+c.JupyterHub.template_paths = ["/opt/jupyterhub/templates"]
+
+# ---- login: Keycloak realm flowerfl, client jupyterhub (services/keycloak)
+o = S["oauth"]
+c.JupyterHub.authenticator_class = "generic-oauth"
+c.GenericOAuthenticator.client_id = o["client_id"]
+c.GenericOAuthenticator.client_secret = o["client_secret"]
+c.GenericOAuthenticator.oauth_callback_url = o["callback_url"]
+c.GenericOAuthenticator.authorize_url = o["authorize_url"]
+c.GenericOAuthenticator.token_url = o["token_url"]
+c.GenericOAuthenticator.userdata_url = o["userdata_url"]
+c.GenericOAuthenticator.logout_redirect_url = o["logout_redirect_url"]
+c.GenericOAuthenticator.login_service = "the federation's single sign-on"
+c.GenericOAuthenticator.scope = ["openid", "profile", "email"]
+c.GenericOAuthenticator.username_claim = "preferred_username"
+# The realm's group mapper sends plain names (full.path false): "jupyter_users".
+c.GenericOAuthenticator.auth_state_groups_key = "oauth_user.groups"
+c.GenericOAuthenticator.allowed_groups = set(o["allowed_groups"])
+c.GenericOAuthenticator.admin_groups = set(o["admin_groups"])
+c.GenericOAuthenticator.manage_groups = True
+c.GenericOAuthenticator.enable_auth_state = True
+c.GenericOAuthenticator.enable_pkce = True
+c.GenericOAuthenticator.refresh_pre_spawn = True
+c.GenericOAuthenticator.http_request_kwargs = {"ca_certs": S["ca_file"]}
+
+# ---- notebook servers: DockerSpawner through the filtering Docker API proxy
+n = S["notebooks"]
+c.JupyterHub.spawner_class = "docker"
+c.DockerSpawner.client_kwargs = {"base_url": n["docker_api"]}
+c.DockerSpawner.image = n["image"]
+c.DockerSpawner.pull_policy = "never"          # images are built by the project
+c.DockerSpawner.network_name = n["network"]
+c.DockerSpawner.use_internal_ip = True
+c.DockerSpawner.remove = True                  # the home volume keeps the work
+c.DockerSpawner.prefix = n["prefix"]
+c.DockerSpawner.name_template = "{prefix}-{username}"
+c.DockerSpawner.notebook_dir = "/home/jovyan/work"
+c.DockerSpawner.volumes = {f"{n['prefix']}-home-{{username}}": "/home/jovyan"}
+c.DockerSpawner.mem_limit = n["mem_limit"]
+c.DockerSpawner.cpu_limit = n["cpu_limit"]
+# The notebook's flwr connection (services/notebook/start.py). The CA is public.
+c.DockerSpawner.environment = {
+    "FL_PROJECT_CA_PEM": open(S["ca_file"]).read(),
+    "FL_CONTROL_ADDRESS": f"{S['control_host']}:443",
+    "FL_CONNECTION_NAME": S["connection_name"],
+}
+c.DockerSpawner.extra_create_kwargs = {"labels": {"fl.notebook.prefix": n["prefix"]}}
+c.DockerSpawner.extra_host_config = {
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges:true"],
+    "pids_limit": 512,
+}
+c.Spawner.default_url = "/lab"
+c.Spawner.http_timeout = 120
+c.Spawner.start_timeout = 180
+c.JupyterHub.concurrent_spawn_limit = n["concurrent_spawn_limit"]
+
+# ---- idle culling: a hub-managed service with only the scopes it needs
+if n["idle_timeout"] > 0:
+    c.JupyterHub.load_roles = [{
+        "name": "idle-culler",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": ["idle-culler"],
+    }]
+    c.JupyterHub.services = [{
+        "name": "idle-culler",
+        "command": ["python3", "-m", "jupyterhub_idle_culler", f"--timeout={n['idle_timeout']}"],
+    }]
