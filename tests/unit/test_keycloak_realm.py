@@ -46,3 +46,19 @@ def test_every_user_gets_a_group_and_a_password(kc):
     assert set(users) == set(SECRETS["keycloak_users"])
     assert "/superlink_users" in users["researcher"]["groups"]
     assert "/superlink_users" not in users["observer"]["groups"]
+
+
+def test_the_hubs_client_agrees_with_the_hub_and_ctlgate(kc):
+    """Plain group names (the hub's allowed_groups are "jupyter_users"...), PKCE, and the
+    audience and roles ctlgate checks, so the tokens the hub hands to its users'
+    notebook servers work with the flwr CLI."""
+    realm = kc.render_realm(federation(443), SECRETS)
+    hub = {c["clientId"]: c for c in realm["clients"]}["jupyterhub"]
+    mappers = {m["protocolMapper"]: m["config"] for m in hub["protocolMappers"]}
+    assert mappers["oidc-group-membership-mapper"]["full.path"] == "false"
+    assert mappers["oidc-audience-mapper"]["included.client.audience"] == "ctlgate"
+    claims = [m["config"]["claim.name"] for m in hub["protocolMappers"]
+              if m["protocolMapper"] == "oidc-usermodel-realm-role-mapper"]
+    assert "realm_access.roles" in claims
+    assert hub["attributes"]["pkce.code.challenge.method"] == "S256"
+    assert {g["name"] for g in realm["groups"]} >= {"jupyter_users", "jupyter_admins"}
