@@ -1,7 +1,9 @@
 # JupyterHub's configuration. Static: every value comes from the settings file that
 # entrypoint.py renders from the federation (FL_HUB_SETTINGS) at each start.
+import base64
 import json
 import os
+import time
 
 c = get_config()  # noqa: F821 - provided by JupyterHub
 with open(os.environ["FL_HUB_SETTINGS"]) as _handle:
@@ -50,6 +52,44 @@ c.GenericOAuthenticator.enable_pkce = True
 c.GenericOAuthenticator.refresh_pre_spawn = True
 c.GenericOAuthenticator.http_request_kwargs = {"ca_certs": S["ca_file"]}
 
+
+# Flower from a notebook without a second login: a server reads its own user's auth
+# state (scope admin:auth_state!user, below) for the flwr CLI (services/notebook). The
+# tokens were issued to this hub's client, and Keycloak refreshes a token only for the
+# client it was issued to, so the hub refreshes them: whenever the access token has
+# less than REFRESH_MARGIN seconds left, at most every auth_refresh_age seconds per
+# user, when the user or their server calls the hub. A refused refresh (the SSO session
+# ended) means a new sign-in.
+REFRESH_MARGIN = 120
+
+
+def _expires_at(token: str) -> float:
+    try:
+        payload = token.split(".")[1]
+        return float(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+async def refresh_before_expiry(authenticator, user, auth_state):
+    if not auth_state or not auth_state.get("refresh_token"):
+        return None                                   # the default: a new sign-in
+    if _expires_at(auth_state.get("access_token", "")) - time.time() > REFRESH_MARGIN:
+        return True                                   # still fresh: nothing changes
+    params = authenticator.build_refresh_token_request_params(auth_state["refresh_token"])
+    try:
+        token_info = await authenticator.get_token_info(None, params)
+    except Exception as exc:  # noqa: BLE001 - Keycloak refused: the session is over
+        authenticator.log.info(f"refreshing {user.name}'s tokens failed ({exc}): a new sign-in is needed")
+        return False
+    token_info.setdefault("refresh_token", auth_state["refresh_token"])
+    authenticator.log.info(f"refreshed {user.name}'s tokens with the hub's client")
+    return await authenticator._token_to_auth_model(token_info)
+
+
+c.GenericOAuthenticator.refresh_user_hook = refresh_before_expiry
+c.Authenticator.auth_refresh_age = 30
+
 # ---- notebook servers: DockerSpawner through the filtering Docker API proxy
 n = S["notebooks"]
 c.JupyterHub.spawner_class = "docker"
@@ -82,9 +122,15 @@ c.Spawner.http_timeout = 120
 c.Spawner.start_timeout = 180
 c.JupyterHub.concurrent_spawn_limit = n["concurrent_spawn_limit"]
 
+# A notebook server's token may read its own user's auth state (the Keycloak tokens),
+# besides what servers always have.
+# (A token never has more than its owner: users may read their own auth state.)
+c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", "admin:auth_state!user"]
+c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "admin:auth_state!user"]}]
+
 # ---- idle culling: a hub-managed service with only the scopes it needs
 if n["idle_timeout"] > 0:
-    c.JupyterHub.load_roles = [{
+    c.JupyterHub.load_roles += [{
         "name": "idle-culler",
         "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
         "services": ["idle-culler"],

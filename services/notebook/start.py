@@ -5,9 +5,11 @@
 - ~/.flwr/ca-bundle.crt: the system roots plus the project CA (FL_PROJECT_CA_PEM, set
   by the hub; the CA is public), for Python (SSL_CERT_FILE) and the flwr CLI;
 - ~/.flwr/config.toml: the connection FL_CONNECTION_NAME to control.<domain> through
-  the edge, as the default, unless the user has changed the file (never overwritten).
+  the edge, as the default, unless the user has changed the file (never overwritten);
+- ~/.flwr/credentials.yaml: the user's tokens, fetched from the hub (flwr_tokens.py).
 """
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,6 +30,10 @@ config = flwr / "config.toml"
 if address and not config.exists():
     config.write_text(f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\n'
                       f'address = "{address}"\nroot-certificates = "{flwr / "ca.crt"}"\n')
+
+# The user's tokens for flwr, from the hub (flwr_tokens.py; `flwr` fetches them again
+# before every command). Best effort: the server starts either way.
+subprocess.run(["/opt/fl/bin/flwr", "--fl-tokens-only"], check=False, timeout=60)
 
 argv = sys.argv[1:] or ["jupyterhub-singleuser"]
 os.execvp(argv[0], argv)

@@ -303,28 +303,48 @@ print(json.dumps(results))
         assert "SSL" not in check.stderr and "refused" not in check.stderr, check.stderr[-500:]
 
 
-def test_flwr_ls_runs_from_a_notebook_through_the_edge(stack, server):
-    """The server's flwr connection (control.<domain>, the project CA) with tokens a
-    `flwr login` would store."""
-    from oidc import device_flow_tokens
-    tokens = device_flow_tokens(stack, "researcher", password(stack, "researcher"))
-    seed = """
-import re, sys
+def stored_access_token(server: str) -> str:
+    read = """
+import re
 from pathlib import Path
-from flwr.cli.constant import ACCESS_TOKEN_STORE_KEY, AUTHN_TYPE_STORE_KEY, REFRESH_TOKEN_STORE_KEY
+from flwr.cli.constant import ACCESS_TOKEN_STORE_KEY
 from flwr.supercore.credential_store import FileCredentialStore
 home = Path.home() / ".flwr"
 address = re.search(r'address = "([^"]+)"', (home / "config.toml").read_text()).group(1)
-store = FileCredentialStore(home / "credentials.yaml")
-store.set(AUTHN_TYPE_STORE_KEY % address, b"oidc")
-store.set(ACCESS_TOKEN_STORE_KEY % address, sys.argv[1].encode())
-store.set(REFRESH_TOKEN_STORE_KEY % address, sys.argv[2].encode())
+print((FileCredentialStore(home / "credentials.yaml").get(ACCESS_TOKEN_STORE_KEY % address) or b"").decode())
 """
-    done = docker_exec(server, "python3", "-c", seed, tokens["access_token"], tokens["refresh_token"])
-    assert done.returncode == 0, done.stderr[-1000:]
+    return docker_exec(server, "python3", "-c", read).stdout.strip()
+
+
+def test_flwr_ls_runs_from_a_notebook_without_a_second_login(stack, server):
+    """The server's flwr connection (control.<domain> through the edge, the project CA)
+    and the user's tokens from the hub: `flwr ls` works as it is."""
     ls = docker_exec(server, "flwr", "ls", "--format", "json")
     assert ls.returncode == 0, ls.stdout[-1000:] + ls.stderr[-1000:]
     assert json.loads(ls.stdout).get("success") is True, ls.stdout
+    token = stored_access_token(server)
+    assert token.count(".") == 2
+    # ... which appears nowhere in the container's configuration.
+    inspect = subprocess.run(["docker", "inspect", server], capture_output=True, text=True).stdout
+    assert token not in inspect and token.split(".")[1] not in inspect
+
+
+def test_the_hub_refreshes_a_notebooks_tokens_with_its_own_client(stack, server):
+    """An access token near its end (5-minute lifetime) is refreshed by the hub, with
+    the client it was issued to, when the server's `flwr` asks for it."""
+    import jwt
+    first = stored_access_token(server)
+    claims = jwt.decode(first, options={"verify_signature": False})
+    assert claims["azp"] == "jupyterhub" and "ctlgate" in claims["aud"]
+    wait = claims["exp"] - time.time() - 120 + 35        # inside the hub's refresh margin
+    if wait > 0:
+        time.sleep(wait)
+    ls = docker_exec(server, "flwr", "ls", "--format", "json")
+    assert ls.returncode == 0, ls.stdout[-1000:] + ls.stderr[-1000:]
+    second = stored_access_token(server)
+    assert second != first
+    assert jwt.decode(second, options={"verify_signature": False})["exp"] > claims["exp"]
+    assert "refreshed researcher's tokens with the hub's client" in stack.logs("jupyterhub")
 
 
 def test_a_file_in_the_workspace_survives_stopping_the_server(stack, researcher, server):

@@ -60,3 +60,19 @@ def test_the_fl_exporter_is_a_read_only_service_account(kc):
                  if m["protocolMapper"] == "oidc-audience-mapper"]
     assert audiences == ["ctlgate"]
     assert "superlink_viewer" in {r["name"] for r in realm["roles"]["realm"]}
+
+
+def test_the_hubs_client_agrees_with_the_hub_and_ctlgate(kc):
+    """Plain group names (the hub's allowed_groups are "jupyter_users"...), PKCE, and the
+    audience and roles ctlgate checks, so the tokens the hub hands to its users'
+    notebook servers work with the flwr CLI."""
+    realm = kc.render_realm(federation(443), SECRETS)
+    hub = {c["clientId"]: c for c in realm["clients"]}["jupyterhub"]
+    mappers = {m["protocolMapper"]: m["config"] for m in hub["protocolMappers"]}
+    assert mappers["oidc-group-membership-mapper"]["full.path"] == "false"
+    assert mappers["oidc-audience-mapper"]["included.client.audience"] == "ctlgate"
+    claims = [m["config"]["claim.name"] for m in hub["protocolMappers"]
+              if m["protocolMapper"] == "oidc-usermodel-realm-role-mapper"]
+    assert "realm_access.roles" in claims
+    assert hub["attributes"]["pkce.code.challenge.method"] == "S256"
+    assert {g["name"] for g in realm["groups"]} >= {"jupyter_users", "jupyter_admins"}
