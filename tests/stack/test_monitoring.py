@@ -96,7 +96,7 @@ def test_the_monitoring_role_reads_statistics_only(stack):
         assert row == (False, False, False, True, True)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("CREATE TABLE monitoring_was_here (x int)")
-    with pytest.raises(psycopg.OperationalError, match="no pg_hba.conf entry"):
+    with pytest.raises(psycopg.OperationalError, match="pg_hba.conf rejects connection"):
         connect(stack, "monitoring", db="keycloak")
 
 
