@@ -96,7 +96,7 @@ def test_the_monitoring_role_reads_statistics_only(stack):
         assert row == (False, False, False, True, True)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("CREATE TABLE monitoring_was_here (x int)")
-    with pytest.raises(psycopg.OperationalError, match="no pg_hba.conf entry"):
+    with pytest.raises(psycopg.OperationalError, match="pg_hba.conf rejects connection"):
         connect(stack, "monitoring", db="keycloak")
 
 
@@ -254,7 +254,8 @@ def test_the_federation_is_in_prometheus_after_a_run(stack, targets):
     deadline = time.time() + 120
     while True:
         online = {r["metric"]["organisation"]: r["value"][1] for r in query(stack, "fl_supernodes_online")}
-        runs = query(stack, f'fl_run_status{{run_id="{run_id}"}}')
+        # the run as the last scrape saw it (every 30 s): wait for its final status
+        runs = query(stack, f'fl_run_status{{run_id="{run_id}",status="finished:completed"}}')
         if online == {o.name: "1" for o in stack.fed.organisations} and runs:
             break
         assert time.time() < deadline, f"FL metrics: online {online}, run {run_id}: {runs}"
