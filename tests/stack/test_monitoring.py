@@ -215,7 +215,6 @@ def test_a_signed_in_user_without_the_role_is_refused(stack):
 # ---- the federation as metrics (services/fl-exporter) and the read-only account ----------
 
 def service_account_token(stack) -> str:
-    import httpx
 
     from oidc import realm_url
     with browser(stack) as http:

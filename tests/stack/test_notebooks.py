@@ -7,7 +7,6 @@ import secrets
 import ssl
 import subprocess
 import time
-from urllib.parse import urljoin
 
 import httpx
 import pytest
