@@ -408,7 +408,7 @@ def test_a_valid_token_without_the_superlink_role_gets_403(stack, tokens):
     ("alg-none", "bad_algorithm"),
     ("id-token", "wrong_audience"),
     ("refresh-token", "bad_algorithm"),
-    ("jupyterhub-client-token", "wrong_audience"),
+    ("monitoring-client-token", "wrong_audience"),
     ("master-realm-token", "unknown_kid"),
 ])
 def test_a_bad_or_foreign_token_gets_401(stack, tokens, passwords, variant, reason):
@@ -423,12 +423,15 @@ def test_a_bad_or_foreign_token_gets_401(stack, tokens, passwords, variant, reas
         token = good["id_token"]
     elif variant == "refresh-token":
         token = good["refresh_token"]
-    elif variant == "jupyterhub-client-token":     # same user, same realm, other client
+    elif variant == "monitoring-client-token":     # same user, same realm, another client
+        # (not the hub's: its tokens carry ctlgate's audience on purpose, for notebooks)
         with client(stack) as http:
             token = oidc.authorization_code_login(
-                stack, http, "jupyterhub", f"{stack.url('hub')}/hub/oauth_callback",
+                stack, http, "monitoring", f"{stack.url('prometheus')}/oauth2/callback",
                 "researcher", passwords["researcher"])["access_token"]
-        assert "superlink_user" in claims_of(token)["realm_access"]["roles"]
+        claims = claims_of(token)
+        aud = claims.get("aud") or []
+        assert claims["azp"] == "monitoring" and "ctlgate" not in ([aud] if isinstance(aud, str) else aud)
     else:                                           # another issuer: Keycloak's master realm
         with kcadmin.admin_client(stack) as admin:
             token = admin.headers["Authorization"].removeprefix("Bearer ")
