@@ -24,9 +24,10 @@ def extra_ca() -> Path:
     return path
 
 
-def buildable(profiles=()) -> dict[str, str]:
-    from .stack import model as compose_model
-    model = compose_model(profiles)
+def buildable(profiles=(), model: dict | None = None) -> dict[str, str]:
+    if model is None:
+        from .stack import model as compose_model
+        model = compose_model(profiles)
     # Several services may share an image (one SuperNode image for every site): build it
     # once, through the first service that uses it. Returns {service: image}.
     first: dict[str, str] = {}
@@ -77,9 +78,10 @@ def build(c, services: list[str] | None = None, profiles=(), no_cache: bool = Fa
     builder at all, so an unchanged `up` costs no build calls."""
     ca_file = extra_ca()
     profiles = tuple(dict.fromkeys((*profiles, *BUILD_ONLY_PROFILES)))
-    known = buildable(profiles)
     from .stack import model as compose_model
-    specs = compose_model(profiles)["services"]
+    model = compose_model(profiles)            # read once: the images and their build sections
+    known = buildable(profiles, model)
+    specs = model["services"]
     by_label = {label(image): name for name, image in known.items()}
     names = [by_label.get(s, s) for s in services] if services else list(known)
     unknown = [s for s in names if s not in known]
