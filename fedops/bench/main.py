@@ -12,7 +12,7 @@ from .bare import BareFederation
 from .capacity import BENCH_LABEL, probe_capacity
 from .common import log
 from .machine import machine_info, total_memory
-from .memory import MemorySampler, merge_peaks
+from .memory import MemorySampler, container_processes, merge_peaks
 from .report import REPORT, Result, TARGET_RATIO, capacity_summary, fmt, render_report
 from .stackrun import check_stack, time_stack
 
@@ -63,6 +63,7 @@ def run(rounds: int = 3, repeat: int = 2, max_supernodes: int = 120, skip_capaci
     for mode in ("stack", "bare"):
         if not result.clean(mode) and any(t.mode == mode and t.completed for t in result.timings):
             result.notes.append(f"no {mode} run was free of node failures: its median includes disturbed runs")
+    result.supernode_processes = idle_supernode_processes(client, project, online[0]) if online else []
     q = result.ratio
     log(f"ratio stack/bare (medians): {fmt(q, '.2f')}x (target <= {TARGET_RATIO}x)")
 
@@ -88,3 +89,10 @@ def run(rounds: int = 3, repeat: int = 2, max_supernodes: int = 120, skip_capaci
     report.write_text(render_report(result))
     log(f"wrote {report.relative_to(paths.ROOT) if report.is_relative_to(paths.ROOT) else report}")
     return result
+
+
+def idle_supernode_processes(client, project: str, org: str) -> list[dict]:
+    """The processes of an organisation's SuperNode container between runs."""
+    found = client.containers.list(filters={"label": [f"com.docker.compose.project={project}",
+                                                      f"com.docker.compose.service=supernode-{org}"]})
+    return container_processes(found[0]) if found else []

@@ -119,3 +119,48 @@ def merge_peaks(into: dict[str, dict], new: dict[str, dict]) -> None:
         old = into.get(name)
         if old is None or info["peak"] > old["peak"]:
             into[name] = info
+
+
+# Run inside a container by its own python3: every process's command line, resident and
+# anonymous memory (KiB), one tab-separated line each.
+PROCESSES_PY = r"""
+import os
+for pid in sorted(os.listdir('/proc'), key=lambda p: (len(p), p)):
+    if not pid.isdigit() or int(pid) == os.getpid():
+        continue
+    try:
+        cmd = open(f'/proc/{pid}/cmdline').read().replace('\0', ' ').strip()
+        st = dict(l.split(':', 1) for l in open(f'/proc/{pid}/status') if ':' in l)
+    except OSError:
+        continue
+    kib = lambda k: st.get(k, '0 kB').split()[0]
+    print(cmd.replace('\t', ' '), kib('VmRSS'), kib('RssAnon'), sep='\t')
+"""
+
+
+def parse_processes(text: str) -> list[dict]:
+    """PROCESSES_PY's output as [{command, rss, anon}] in bytes; the program's name
+    (the script a python3 runs) first in `command`, its arguments dropped."""
+    out = []
+    for line in text.splitlines():
+        parts = line.rsplit("\t", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            continue
+        argv = parts[0].split()
+        if not argv:
+            continue
+        program = argv[1] if Path(argv[0]).name.startswith("python") and len(argv) > 1 else argv[0]
+        if program == "-c":
+            continue
+        out.append({"command": Path(program).name, "rss": int(parts[1]) * 1024, "anon": int(parts[2]) * 1024})
+    return out
+
+
+def container_processes(ctr) -> list[dict]:
+    """What each process in a running container holds (parse_processes); [] when the
+    container has no python3 or the exec fails."""
+    try:
+        code, output = ctr.exec_run(["python3", "-c", PROCESSES_PY], demux=False)
+    except Exception:  # noqa: BLE001 - gone, or no exec possible
+        return []
+    return parse_processes(output.decode(errors="replace")) if code == 0 else []

@@ -78,6 +78,7 @@ class Result:
     max_supernodes: int = 0
     notes: list[str] = field(default_factory=list)
     bringup: object | None = None      # bringup.BringUp when measured
+    supernode_processes: list[dict] = field(default_factory=list)   # memory.container_processes
 
     def clean(self, mode: str) -> list[Timing]:
         return [t for t in self.timings if t.mode == mode and t.clean]
@@ -184,6 +185,7 @@ def render_report(r: Result) -> str:
                      f"{fmt(limit / MIB if limit else None, '.0f')} |")
     if not r.memory:
         lines.append("| (no samples) | | | |")
+    lines += render_supernode_cost(r)
     lines += [
         "",
         "## Capacity",
@@ -219,8 +221,29 @@ def render_report(r: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Not measured by every run: the profile of a round, kept beside this module.
+# Not measured by every run: the profile of a round, and what was tried to make a
+# SuperNode cheaper, kept beside this module.
 ROUND_BREAKDOWN = Path(__file__).with_name("round_breakdown.md")
+SUPERNODE_COST = Path(__file__).with_name("supernode_memory.md")
+
+
+def render_supernode_cost(r: Result) -> list[str]:
+    """What one SuperNode container holds between runs, process by process, against
+    its peak during the runs (the difference: the flwr-clientapp process)."""
+    lines = ["", "## What a SuperNode costs", ""]
+    procs = r.supernode_processes
+    if procs:
+        lines += ["Between runs, read from `/proc` inside an organisation's SuperNode container:", "",
+                  "| process | resident (MiB) | of which anonymous (MiB) |", "|---|---|---|"]
+        for p in procs:
+            lines.append(f"| `{p['command']}` | {p['rss'] / MIB:.0f} | {p['anon'] / MIB:.0f} |")
+        peaks = [v["peak"] for v in r.memory.values() if v["service"].startswith("supernode-")]
+        if peaks:
+            lines += ["", f"Peak of a SuperNode container during the runs: {max(peaks) / MIB:.0f} MiB "
+                          "(the processes above plus one `flwr-clientapp` process per message)."]
+    else:
+        lines.append("Not measured in this run (no SuperNode container was online).")
+    return lines + ["", SUPERNODE_COST.read_text().rstrip()]
 
 BRINGUP_GOALS = {"warm": 1.5, "unchanged": 5.0, "rebuild": 0.10}
 

@@ -19,3 +19,21 @@ def test_meminfo_and_cpu_model():
     assert info["MemTotal"] == 24576000 * 1024 and info["HugePages_Total"] == 0
     cpu = "processor\t: 0\nmodel name\t: AMD EPYC  7B13 64-Core Processor\nflags\t: fpu\n"
     assert machine.parse_cpu_model(cpu) == "AMD EPYC 7B13 64-Core Processor"
+
+
+def test_processes_name_the_program_a_python_runs():
+    text = ("/sbin/docker-init -- python3 /usr/local/bin/entrypoint.py\t704\t48\n"
+            "/opt/venv/bin/python3 /opt/venv/bin/flower-supernode --superlink 127.0.0.1:9443\t146524\t95260\n"
+            "/opt/venv/bin/python3 -c import os\t8000\t2000\n"          # a probe of ours
+            "garbage line\n")
+    assert memory.parse_processes(text) == [
+        {"command": "docker-init", "rss": 704 * 1024, "anon": 48 * 1024},
+        {"command": "flower-supernode", "rss": 146524 * 1024, "anon": 95260 * 1024}]
+
+
+def test_process_probe_reads_this_machines_proc():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", memory.PROCESSES_PY], capture_output=True, text=True, check=True)
+    procs = memory.parse_processes(out.stdout)
+    assert procs and all(p["rss"] >= p["anon"] >= 0 for p in procs)     # pytest itself, at least

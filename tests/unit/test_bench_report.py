@@ -96,3 +96,16 @@ def test_bringup_section_has_the_three_ratios_and_their_goals():
     text = "\n".join(report.render_bringup(slow))
     assert text.count("NOT met") == 2 and "not measured" in text
     assert "--skip-bringup" in "\n".join(report.render_bringup(None))
+
+
+def test_supernode_cost_lists_its_processes_against_the_peak():
+    r = result()
+    r.supernode_processes = [{"command": "flower-supernode", "rss": 140 * common.MIB, "anon": 92 * common.MIB},
+                             {"command": "flower-superexec", "rss": 129 * common.MIB, "anon": 86 * common.MIB}]
+    text = report.render_report(r)
+    section = text[text.index("## What a SuperNode costs"):text.index("## Capacity")]
+    assert "| `flower-supernode` | 140 | 92 |" in section
+    assert "| `flower-superexec` | 129 | 86 |" in section
+    assert "Peak of a SuperNode container during the runs: 300 MiB" in section
+    assert "MALLOC_ARENA_MAX" in section          # what was tried, kept beside the module
+    assert "Not measured in this run" in report.render_report(result())
