@@ -25,4 +25,5 @@ def test(c, unit=False, stack=False, k="", x=False):
         args += ["-k", k]
     if x:
         args.append("-x")
+    args.append("--durations=15")     # where the suite's time goes, in every run's output
     c.run(shlex.join(args), pty=sys.stdout.isatty(), env={"PYTHONPATH": str(paths.ROOT)})

@@ -6,13 +6,11 @@ read, to prove it was left as it was (operator_state)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
-from fedops import instances
+from fedops import engine, instances
 
 PREFIX = "fltest-"
 DOMAIN = "fltest.localhost"       # not the default fl.localhost: nothing may assume it
@@ -21,28 +19,33 @@ DOMAIN = "fltest.localhost"       # not the default fl.localhost: nothing may as
 IMAGE_TAG = os.environ.get("FL_TEST_IMAGE_TAG", "test")
 
 
-def docker(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
+def _labelled(kind, label: str) -> list:
+    """Containers (all), volumes or networks carrying a label (`key` or `key=value`)."""
+    if kind == "containers":
+        return engine.client().containers.list(all=True, filters={"label": label})
+    return getattr(engine.client(), kind).list(filters={"label": label})
 
 
-def project_of(labels: dict) -> str:
-    return (labels or {}).get("com.docker.compose.project", "")
+def _labels(obj) -> dict:
+    return obj.labels if hasattr(obj, "labels") else (obj.attrs.get("Labels") or {})
 
 
 def remove_stale_projects() -> list[str]:
     """Test projects left by an interrupted session (their instance folder is gone)."""
     tmp = Path(tempfile.gettempdir())
     stale = set()
-    for kind in ("ps -a", "volume ls", "network ls"):
-        out = docker(*kind.split(), "--filter", "label=com.docker.compose.project",
-                     "--format", '{{.Label "com.docker.compose.project"}}').stdout.split()
-        stale |= {p for p in out if p.startswith(PREFIX) and not (tmp / p).exists()}
+    for kind in ("containers", "volumes", "networks"):
+        for obj in _labelled(kind, engine.PROJECT_LABEL):
+            project = _labels(obj).get(engine.PROJECT_LABEL, "")
+            if project.startswith(PREFIX) and not (tmp / project).exists():
+                stale.add(project)
     for project in sorted(stale):
-        label = f"label=com.docker.compose.project={project}"
-        for kind, remove in (("ps -aq", "rm -f"), ("volume ls -q", "volume rm"), ("network ls -q", "network rm")):
-            ids = docker(*kind.split(), "--filter", label).stdout.split()
-            if ids:
-                docker(*remove.split(), *ids)
+        label = f"{engine.PROJECT_LABEL}={project}"
+        for ctr in _labelled("containers", label):
+            ctr.remove(force=True)
+        for kind in ("volumes", "networks"):
+            for obj in _labelled(kind, label):
+                obj.remove()
     return sorted(stale)
 
 
@@ -69,13 +72,11 @@ def operator_state(root: Path, project: str) -> dict:
     (id, state, start time), volumes, networks, the CA's fingerprint and the hash of
     every file in its instance (the checkout): ca/pki, ca/deploy, secrets, build,
     federation.local.yaml, .env.local."""
-    label = f"label=com.docker.compose.project={project}"
-    ids = docker("ps", "-aq", "--filter", label).stdout.split()
-    containers = {}
-    for c in json.loads(docker("inspect", *ids).stdout) if ids else []:
-        containers[c["Name"]] = (c["Id"], c["State"]["Status"], c["State"]["StartedAt"])
-    volumes = sorted(docker("volume", "ls", "-q", "--filter", label).stdout.split())
-    networks = sorted(docker("network", "ls", "--filter", label, "--format", "{{.Name}} {{.ID}}").stdout.splitlines())
+    label = f"{engine.PROJECT_LABEL}={project}"
+    containers = {c.name: (c.id, c.attrs["State"]["Status"], c.attrs["State"]["StartedAt"])
+                  for c in _labelled("containers", label)}
+    volumes = sorted(v.name for v in _labelled("volumes", label))
+    networks = sorted(f"{n.name} {n.id}" for n in _labelled("networks", label))
     files = {}
     for part in ("ca/pki", "ca/deploy", "secrets", "build", "federation.local.yaml", ".env.local", "backups"):
         path = root / part
