@@ -35,9 +35,14 @@ class Query:
     title: str
     ref_id: str
     expr: str
+    instant: bool       # an instant query (tables, bar gauges), else a range query
 
     def __str__(self) -> str:
         return f"{self.dashboard} #{self.panel_id} {self.title!r} ({self.ref_id})"
+
+    @property
+    def id(self) -> str:
+        return f"{self.dashboard}-{self.panel_id}{self.ref_id}"
 
 
 def dashboards(folder: Path = DASHBOARDS_DIR) -> dict[str, dict]:
@@ -54,7 +59,7 @@ def panels(dashboard: dict) -> list[dict]:
 
 
 def queries(name: str, dashboard: dict) -> list[Query]:
-    return [Query(name, p["id"], p.get("title", ""), t.get("refId", ""), t.get("expr", ""))
+    return [Query(name, p["id"], p.get("title", ""), t.get("refId", ""), t.get("expr", ""), bool(t.get("instant")))
             for p in panels(dashboard) for t in p.get("targets", [])]
 
 
