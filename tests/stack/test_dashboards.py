@@ -94,6 +94,19 @@ def test_every_panel_query_returns_a_series(stack, federation_history, q):
     print(f"\n{q}: {len(series)} series")
 
 
+VARIABLES = [(name, v) for name, d in BOARDS.items() for v in gd.defined_variables(d).values()]
+
+
+@pytest.mark.parametrize(("board", "variable"), VARIABLES, ids=[f"{b}-{v['name']}" for b, v in VARIABLES])
+def test_every_variable_offers_values(stack, federation_history, board, variable):
+    """A dashboard's drop-down (label_values) has something to choose from."""
+    selector, label = gd.label_values(variable)
+    answer = prometheus(stack, f"/api/v1/label/{label}/values", {"match[]": selector})
+    assert answer.get("status") == "success", answer
+    if board not in NO_DCGM_HERE:
+        assert answer["data"], f"{board}: ${variable['name']} offers no value"
+
+
 def test_every_dashboard_is_asked(stack):
     assert {q.dashboard for q in QUERIES} == set(BOARDS) and len(BOARDS) == 4
 

@@ -71,6 +71,18 @@ def defined_variables(dashboard: dict) -> dict[str, dict]:
     return {v["name"]: v for v in dashboard.get("templating", {}).get("list", [])}
 
 
+LABEL_VALUES_RE = re.compile(r"^label_values\((.+),\s*(\w+)\)$")
+
+
+def label_values(variable: dict) -> tuple[str, str]:
+    """(series selector, label) of a variable's `label_values(SELECTOR, LABEL)` query:
+    what Prometheus' /api/v1/label/LABEL/values?match[]=SELECTOR answers for Grafana."""
+    found = LABEL_VALUES_RE.match(variable["query"]["query"])
+    if not found:
+        raise ValueError(f"variable {variable['name']}: not a label_values(selector, label) query")
+    return found.group(1).strip(), found.group(2)
+
+
 def seconds(duration: str) -> int:
     """A Prometheus duration such as 30s, 1m or 1m30s, in seconds."""
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}

@@ -115,7 +115,8 @@ def test_every_variable_is_defined_all_valued_and_a_regex_matcher(boards):
         for var in defined.values():
             assert var["type"] == "query" and var["datasource"] == gd.DATASOURCE, (name, var["name"])
             assert var["includeAll"] is True and var["allValue"] == ".*", (name, var["name"])
-            assert var["query"]["query"].startswith("label_values("), (name, var["name"])
+            selector, label = gd.label_values(var)
+            assert label == var["name"] and var["definition"] == var["query"]["query"], (name, var["name"])
         used = set()
         for q in gd.queries(name, d):
             names = gd.variables_in(q.expr)
