@@ -33,7 +33,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from . import compose, config, federation, paths, preflight, prepare, stack
+from . import compose, config, federation, paths, preflight, prepare, stack, vendor
 from .errors import FedopsError
 from .services import by_name
 from .ui import step
@@ -353,11 +353,13 @@ def restore_postgres(folder: Path, manifest: dict) -> None:
     for db in dbs:
         if not DB_NAME.match(db) or db == MAINTENANCE_DB:
             raise FedopsError(f"the manifest names the database {db!r}", "use another backup")
-    running = {s.service for s in stack.ps() if s.state == "running"}
+    # with the optional profiles: a running Grafana (profile grafana) is a consumer too
+    running = {s.service for s in stack.ps(profiles=vendor.PROFILES) if s.state == "running"}
     consumers = [s for s in DB_CONSUMERS if s in running]
     if consumers:
         print(f"    stopping {', '.join(consumers)} (they use the databases)", flush=True)
-        _check(_compose("stop", *consumers), f"stopping {', '.join(consumers)}", "see `invoke status`")
+        _check(compose.call("stop", *consumers, profiles=vendor.PROFILES, text=False),
+               f"stopping {', '.join(consumers)}", "see `invoke status`")
     for db in dbs:
         t0 = time.time()
         psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

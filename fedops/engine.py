@@ -110,6 +110,36 @@ class Probe:
             return False
 
 
+def image_present(ref: str) -> bool:
+    """Whether the engine has the image `ref` (a vendor's base image: fedops/vendor.py)."""
+    import docker.errors
+    try:
+        client().images.get(ref)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+# How long the engine may take to ask a registry about an image before `invoke up` goes
+# on without it (a registry behind a firewall that drops packets never answers).
+REGISTRY_TIMEOUT = 20
+
+
+def pull_error(ref: str) -> str | None:
+    """None when the engine's registry answers for `ref` (so a build can pull it), else
+    the reason in a few words. Asks for the image's manifest through the engine
+    (GET /distribution/NAME/json: the engine's own registry settings and proxies), which
+    downloads nothing."""
+    import docker
+    try:
+        docker.from_env(timeout=REGISTRY_TIMEOUT).api.inspect_distribution(ref)
+        return None
+    except Exception as exc:  # the SDK raises several kinds; all mean "cannot be pulled"
+        text = str(getattr(exc, "explanation", None) or exc).strip().splitlines()
+        reason = (text[0] if text else exc.__class__.__name__)
+        return reason[:160]
+
+
 def run_helper(image: str, command: list[str], volumes: dict, network_mode: str = "none") -> bytes:
     """A short-lived helper container (removed afterwards); returns its output."""
     return client().containers.run(image, command, volumes=volumes, remove=True,

@@ -33,7 +33,8 @@ PASSWORDS = {
     "oidc_monitoring_secret": "OIDC client secret: monitoring (the edge's oauth2-proxy for Prometheus and Alertmanager)",
     "oauth2_proxy_cookie_secret": "oauth2-proxy's session cookie key (32 characters)",
     "oidc_fl_exporter_secret": "OIDC client secret: fl-exporter (service account, read-only Control API)",
-    "grafana_admin_password": "Grafana local admin",
+    "grafana_admin_password": "Grafana local admin (user admin; people sign in through Keycloak)",
+    "grafana_secret_key": "Grafana's key for the secrets it keeps in its database",
     "jupyterhub_cookie_secret": "JupyterHub cookie signing secret",
     "jupyterhub_crypt_key": "JupyterHub auth-state encryption (JUPYTERHUB_CRYPT_KEY is derived from it)",
 }

@@ -107,6 +107,9 @@ SERVICES: tuple[Service, ...] = (
     Service("oauth2-proxy", 10076),
     # the federation as metrics, read through control.<domain> (service account)
     Service("fl-exporter", 10077, certificate=False),
+    # dashboards at grafana.<domain>: plain HTTP on the monitoring network behind the
+    # edge; the project CA (prometheus' deploy folder) verifies PostgreSQL and Keycloak
+    Service("grafana", 10078, certificate=False),
 )
 
 
@@ -137,10 +140,13 @@ def env_name(name: str) -> str:
     return name.upper().replace("-", "_")
 
 
-def compose_variables(fed: Federation) -> dict[str, str]:
-    """What Compose needs from here (rendered into build/federation.env)."""
+def compose_variables(fed: Federation, https_port: int = 443) -> dict[str, str]:
+    """What Compose needs from here (rendered into build/federation.env): the service
+    users, the public hostnames (the edge's aliases) and their public URLs (with the
+    published HTTPS port: what browsers use, e.g. Grafana's root URL)."""
     out = {f"FL_UID_{env_name(s.name)}": str(s.uid) for s in SERVICES}
     out.update({f"FL_HOST_{env_name(name)}": host for name, host in hostnames(fed).items()})
+    out.update({f"FL_URL_{env_name(name)}": url for name, url in public_urls(fed, https_port).items()})
     return out
 
 

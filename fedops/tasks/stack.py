@@ -3,7 +3,8 @@ import sys
 
 from invoke import task
 
-from .. import bringup, compose, config, paths, pki, preflight, prepare, render, stack
+from .. import bringup, compose, config, paths, pki, preflight, prepare, render, stack, vendor
+from ..ui import detail
 from . import clear_errors
 
 
@@ -15,7 +16,8 @@ def hooks():
 
 
 @task(iterable=["profile"], help={
-    "profile": "optional profile to include (repeatable): gpu adds GPU reservations and DCGM",
+    "profile": "optional profile to include (repeatable): gpu adds GPU reservations and DCGM; "
+               "grafana forces Grafana even when its vendor image seems unavailable",
     "no_build": "do not (re)build images; use the ones present"})
 @clear_errors
 def up(c, profile=None, no_build=False):
@@ -24,9 +26,13 @@ def up(c, profile=None, no_build=False):
     Prepares secrets, the CA, certificates and rendered files, builds the images that
     changed, then starts the services by their dependencies (depends_on), waiting for
     each to be ready; the output names each service's phase of the task list."""
-    profiles = list(profile or [])
     preflight.docker_engine()   # first: nothing is prepared for an engine that is not there
     fed, restart = prepare.prepare()
+    # Services built FROM a vendor's image (Grafana) join only when that image can be had
+    profiles, decisions = vendor.resolve(profile or [])
+    for d in decisions:
+        if d.line:
+            detail(d.line)
     bringup.up(c, fed, profiles=profiles, build=not no_build, hooks=hooks(), restart=restart)
     print(f"\nThe federation is up: https://{fed.domain}/ (users' passwords: invoke secrets.password USER)")
 
@@ -47,14 +53,14 @@ def down(c, volumes=False, yes=False):
     from .. import engine
     for name in engine.remove_notebooks(compose.project_name(), volumes=volumes):
         print(f"removed {name}")
-    compose.run(c, *args, profiles=["tools", "gpu"])
+    compose.run(c, *args, profiles=["tools", "gpu", *vendor.PROFILES])
 
 
 @task(name="status")
 @clear_errors
 def status_(c):
     """Each service: state, health, published ports and its certificate's expiry."""
-    rows = stack.ps()
+    rows = stack.ps(profiles=vendor.PROFILES)
     if not rows:
         print("nothing is running: start it with `invoke up`")
         return

@@ -46,6 +46,9 @@ GROUP_ROLES: dict[str, list[str]] = {
     "superlink_users": ["superlink_user"],
     "superlink_viewers": ["superlink_viewer"],
     "monitoring_viewers": ["monitoring_viewer"],
+    # Grafana maps these to its roles (role_attribute_path, services/grafana/grafana.ini)
+    "grafana_editors": ["grafana_editor"],
+    "grafana_admins": ["grafana_admin"],
 }
 # Confidential OIDC clients and the secret holding each one's client secret.
 CLIENT_SECRETS = {

@@ -1,0 +1,86 @@
+"""Services built FROM a vendor's image that no Debian, PyPI or Maven source replaces.
+
+Grafana is one: its Dockerfile starts from Grafana's own image, which a user's engine
+pulls from Docker Hub but a machine without a container registry cannot get. Such a
+service sits in a Compose profile of its own name (`profiles: [grafana]`), and
+`invoke up` enables that profile only when the service's base image is on this engine
+already or the engine's registry answers for it (then the build pulls it). Otherwise
+the rest of the stack comes up without it, after ONE line naming the missing image and
+the README section on how to get it. `invoke up --profile grafana` forces it (the
+build then fails with the engine's own error if the image cannot be had).
+
+The decision (`decide`) is a pure function of what the engine answers; `resolve` asks
+the engine (fedops/engine.py) and the Compose model (fedops/stack.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+# profile -> where the README says how to get its image
+OPTIONAL: dict[str, str] = {
+    "grafana": 'services/grafana/README.md, section "Getting the image"',
+}
+PROFILES: tuple[str, ...] = tuple(OPTIONAL)
+
+
+@dataclass(frozen=True)
+class Decision:
+    profile: str
+    enabled: bool
+    why: str                # requested, present, pullable, missing
+    images: tuple[str, ...]
+    line: str = ""          # what `invoke up` prints when the profile is left out
+
+
+def base_images(model: dict, profile: str) -> dict[str, str]:
+    """{service: its build's BASE_IMAGE} for the services of a profile in a merged
+    Compose model (`docker compose config` with that profile enabled)."""
+    out = {}
+    for name, svc in sorted(model.get("services", {}).items()):
+        if profile in (svc.get("profiles") or []):
+            base = ((svc.get("build") or {}).get("args") or {}).get("BASE_IMAGE", "")
+            if base:
+                out[name] = base
+    return out
+
+
+def decide(profile: str, requested: bool, images: Iterable[str],
+           present: Callable[[str], bool], pull_error: Callable[[str], str | None]) -> Decision:
+    """Enable `profile` when asked for, or when every base image of its services is on
+    the engine (`present`) or pullable (`pull_error` returns None; else the reason)."""
+    images = tuple(dict.fromkeys(images))
+    if requested:
+        return Decision(profile, True, "requested", images)
+    missing = [i for i in images if not present(i)]
+    if not missing:
+        return Decision(profile, True, "present", images)
+    errors = {i: pull_error(i) for i in missing}
+    unpullable = {i: e for i, e in errors.items() if e is not None}
+    if not unpullable:
+        return Decision(profile, True, "pullable", images)
+    image, reason = next(iter(unpullable.items()))
+    line = (f"{profile}: left out: its base image {image} is not on this engine and cannot be pulled "
+            f"({reason}); how to get it: {OPTIONAL.get(profile, 'README.md')}")
+    return Decision(profile, False, "missing", images, line)
+
+
+def resolve(requested: Iterable[str], model: Callable[[list[str]], dict] | None = None,
+            present: Callable[[str], bool] | None = None,
+            pull_error: Callable[[str], str | None] | None = None) -> tuple[list[str], list[Decision]]:
+    """The profiles `invoke up` runs with: those requested, plus each optional profile
+    whose images can be had. Returns (profiles, decisions)."""
+    from . import engine, stack
+    model = model or stack.model
+    present = present or engine.image_present
+    pull_error = pull_error or engine.pull_error
+    requested = list(dict.fromkeys(requested))
+    the_model = model([*requested, *PROFILES])     # one `docker compose config` for all of them
+    profiles = list(requested)
+    decisions = []
+    for profile in PROFILES:
+        d = decide(profile, profile in requested, base_images(the_model, profile).values(), present, pull_error)
+        decisions.append(d)
+        if d.enabled and profile not in profiles:
+            profiles.append(profile)
+    return profiles, decisions
