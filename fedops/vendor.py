@@ -14,7 +14,10 @@ the engine (fedops/engine.py) and the Compose model (fedops/stack.py).
 """
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable
 
 # profile -> where the README says how to get its image
@@ -70,10 +73,10 @@ def resolve(requested: Iterable[str], model: Callable[[list[str]], dict] | None 
             pull_error: Callable[[str], str | None] | None = None) -> tuple[list[str], list[Decision]]:
     """The profiles `invoke up` runs with: those requested, plus each optional profile
     whose images can be had. Returns (profiles, decisions)."""
-    from . import engine, stack
+    from . import engine, paths, stack
     model = model or stack.model
     present = present or engine.image_present
-    pull_error = pull_error or engine.pull_error
+    pull_error = pull_error or remembered(engine.pull_error, paths.BUILD_DIR / "vendor-images.json")
     requested = list(dict.fromkeys(requested))
     the_model = model([*requested, *PROFILES])     # one `docker compose config` for all of them
     profiles = list(requested)
@@ -84,3 +87,32 @@ def resolve(requested: Iterable[str], model: Callable[[list[str]], dict] | None 
         if d.enabled and profile not in profiles:
             profiles.append(profile)
     return profiles, decisions
+
+
+# Asking a registry that cannot be reached takes the engine's time-out (20 s and more):
+# a refusal is remembered for a day, so that every later `invoke up` is not slowed by it.
+RECHECK_AFTER = 24 * 3600
+
+
+def remembered(ask: Callable[[str], str | None], record: Path, now: Callable[[], float] = time.time,
+               recheck_after: float = RECHECK_AFTER) -> Callable[[str], str | None]:
+    """`ask` (an image -> why it cannot be pulled, or None) with its refusals kept in
+    `record` for `recheck_after` seconds; an image that can be pulled is asked again."""
+    def pull_error(image: str) -> str | None:
+        try:
+            seen = json.loads(record.read_text())
+        except (OSError, ValueError):
+            seen = {}
+        entry = seen.get(image)
+        if entry and now() - entry.get("checked", 0) < recheck_after:
+            return f"{entry['error']}; checked {time.strftime('%Y-%m-%d %H:%M', time.localtime(entry['checked']))}, " \
+                   f"asked again a day later or with --profile"
+        error = ask(image)
+        if error is None:
+            seen.pop(image, None)
+        else:
+            seen[image] = {"error": error, "checked": now()}
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(seen, indent=1, sort_keys=True))
+        return error
+    return pull_error

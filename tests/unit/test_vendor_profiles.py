@@ -55,6 +55,25 @@ def test_asking_for_the_profile_forces_it():
     assert (d.enabled, d.why, d.line) == (True, "requested", "")
 
 
+def test_a_registry_refusal_is_remembered_for_a_day(tmp_path):
+    asked = []
+    answers = {"img:1": "no such host", "img:2": None}
+
+    def ask(image):
+        asked.append(image)
+        return answers[image]
+    clock = [1000.0]
+    pull_error = vendor.remembered(ask, tmp_path / "vendor-images.json", now=lambda: clock[0])
+    assert pull_error("img:1") == "no such host"
+    assert "no such host" in pull_error("img:1") and asked == ["img:1"]     # not asked again
+    assert pull_error("img:2") is None and pull_error("img:2") is None
+    assert asked == ["img:1", "img:2", "img:2"]                            # pullable: always asked
+    clock[0] += vendor.RECHECK_AFTER + 1
+    answers["img:1"] = None
+    assert pull_error("img:1") is None and asked[-1] == "img:1"            # a day later: asked again
+    assert json.loads((tmp_path / "vendor-images.json").read_text()) == {}
+
+
 def test_every_base_image_must_be_had():
     other = "vendor/other:1"
     d = vendor.decide("grafana", False, [GRAFANA, other, GRAFANA], present=lambda ref: ref == GRAFANA,
