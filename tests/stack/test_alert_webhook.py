@@ -57,7 +57,7 @@ def receiver(stack):
     ctr = client.containers.run(
         image, ["-c", RECEIVER], entrypoint=["python3"], name=name, detach=True,
         network=f"{project}_fl-monitoring-network", read_only=True, cap_drop=["ALL"],
-        security_opt=["no-new-privileges"], mem_limit="64m",
+        security_opt=["no-new-privileges"], mem_limit="64m", healthcheck={"test": ["NONE"]},
         # the project's label: a session interrupted before the teardown removes it with
         # the rest of its test deployment (tests/support/testinstance.py)
         labels={"com.docker.compose.project": project})
