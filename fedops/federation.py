@@ -178,10 +178,6 @@ def run_status(run_id: str) -> dict:
     return found[0]
 
 
-ROUND_RE = re.compile(r"\[ROUND (\d+)")
-METRIC_RE = re.compile(r"(accuracy|loss)['\"]?\s*[:=]\s*([0-9.]+(?:e-?\d+)?)", re.I)
-
-
 def run_config(rounds: int, overrides: dict | None = None) -> str:
     """The --run-config value: num-server-rounds plus overrides (values in TOML syntax:
     strings quoted)."""
@@ -246,14 +242,6 @@ def wait_finished(run_id: str, timeout: float = 600, status=None, poll: float = 
         if row["status"].startswith("finished") or time.time() > deadline:
             return row
         time.sleep(poll)
-
-
-ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def strip_ansi(text: str) -> str:
-    """Without the terminal colours flwr puts into its logs."""
-    return ANSI_RE.sub("", text)
 
 
 # ---------------------------------------------------------------- researchers' connection

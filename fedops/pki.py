@@ -384,6 +384,26 @@ def deploy(pki: PKI, name: str, dest: Path, uid: int, chown: Chown | None = None
     return changed
 
 
+def deploy_trust(pki: PKI, dest: Path) -> bool:
+    """Copy the CA certificate and the CRL (nothing secret) into dest, for a service
+    that verifies the project's certificates but has none. Replaced by rename, like
+    deploy(); refresh_crl() keeps the CRL current. Returns True when anything changed."""
+    pki.require()
+    dest.mkdir(parents=True, exist_ok=True)
+    os.chmod(dest, 0o755)
+    changed = False
+    for target, src in {"ca.crt": pki.ca_cert, "crl.pem": pki.crl}.items():
+        out, data = dest / target, src.read_bytes()
+        if out.exists() and out.read_bytes() == data:
+            continue
+        tmp = dest / f".{target}.tmp"
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, out)
+        changed = True
+    return changed
+
+
 def refresh_crl(pki: PKI, deploy_dir: Path | None = None) -> list[Path]:
     """Copy the current CRL into every deployed folder; returns the folders updated."""
     deploy_dir = deploy_dir or paths.DEPLOY_DIR

@@ -34,6 +34,8 @@ def deploy_all(fed: config.Federation, ca: pki.PKI) -> list[str]:
         if name not in revoked:   # a revoked site keeps its (refused) old certificate
             if pki.deploy(ca, name, paths.DEPLOY_DIR / name, uid):
                 changed.append(name)
+    for svc in services.with_trust_only():
+        pki.deploy_trust(ca, paths.DEPLOY_DIR / svc.name)
     pki.refresh_crl(ca)
     return changed
 

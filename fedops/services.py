@@ -74,6 +74,7 @@ class Service:
     uid: int                        # its user and group id, in its image and in Compose
     public: tuple[str, ...] = ()    # public hosts (PUBLIC_HOSTS names) its certificate names
     certificate: bool = True        # gets a server certificate from the project CA
+    trust: bool = False             # without a certificate: the CA certificate and the CRL only
 
     def sans(self, fed: Federation) -> list[str]:
         """Compose service name, public hostname(s), localhost and 127.0.0.1."""
@@ -105,8 +106,9 @@ SERVICES: tuple[Service, ...] = (
     Service("blackbox-exporter", 10075, certificate=False),
     # the edge's sign-on for prometheus. and alertmanager. (auth_request, TLS)
     Service("oauth2-proxy", 10076),
-    # the federation as metrics, read through control.<domain> (service account)
-    Service("fl-exporter", 10077, certificate=False),
+    # the federation as metrics, read through control.<domain> (service account); the
+    # CA verifies the edge, the CRL's expiry is a metric
+    Service("fl-exporter", 10077, certificate=False, trust=True),
     # dashboards at grafana.<domain>: plain HTTP on the monitoring network behind the
     # edge; the project CA (prometheus' deploy folder) verifies PostgreSQL and Keycloak
     Service("grafana", 10078, certificate=False),
@@ -122,6 +124,11 @@ def by_name(name: str) -> Service:
 
 def with_certificates() -> tuple[Service, ...]:
     return tuple(s for s in SERVICES if s.certificate)
+
+
+def with_trust_only() -> tuple[Service, ...]:
+    """Services that get the CA certificate and the CRL but no certificate of their own."""
+    return tuple(s for s in SERVICES if s.trust and not s.certificate)
 
 
 SUPERNODE_UID = by_name("supernode").uid

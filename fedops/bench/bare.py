@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .. import federation, paths
+from .. import federation, paths, runlog
 from ..instances import free_ports
 from ..errors import FedopsError
 from .common import APP, _float, log, sigint_deferred
@@ -94,7 +94,7 @@ class BareFederation:
             text = (Path(self.tmp.name) / logname).read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(federation.strip_ansi(text).splitlines()[-lines:])
+        return "\n".join(runlog.strip_ansi(text).splitlines()[-lines:])
 
     def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(["flwr", *args], env=self.env, capture_output=True, text=True,

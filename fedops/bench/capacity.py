@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import federation, ownership, paths, secrets
+from .. import federation, ownership, paths, runlog, secrets
 from ..errors import FedopsError
 from ..services import SUPERNODE_UID
 from .common import sigint_deferred, log
@@ -163,7 +163,7 @@ class BenchNodes:
             stopped = self.stopped()
             if stopped or time.time() > deadline:
                 for ctr in stopped:
-                    tail = federation.strip_ansi(ctr.logs(tail=4).decode(errors="replace")).strip().replace("\n", " | ")
+                    tail = runlog.strip_ansi(ctr.logs(tail=4).decode(errors="replace")).strip().replace("\n", " | ")
                     log(f"  bench SuperNode {ctr.name} stopped: {tail[-400:]}")
                 if not stopped:
                     log(f"  {len(missing)} bench SuperNode(s) not online after {timeout:.0f} s")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from .. import federation, stack
+from .. import federation, runlog, stack
 from ..errors import FedopsError
 from .common import sigint_deferred, APP, _float, log
 from .report import Timing
@@ -15,14 +15,14 @@ def strip_level(text: str) -> str:
     return re.sub(r"^(INFO|WARNING|ERROR)\s*:\s*", "", text)
 
 
-REPLIES_RE = re.compile(r"Received (\d+) results and (\d+) failures")
+REPLIES_RE = runlog.REPLIES_RE
 
 
 def count_replies(text: str, stats: dict) -> None:
     """Track `aggregate_*: Received N results and F failures` lines of a run's log."""
     found = REPLIES_RE.search(text)
     if found:
-        results, failures = int(found.group(1)), int(found.group(2))
+        results, failures = int(found.group(2)), int(found.group(3))
         stats["failures"] = stats.get("failures", 0) + failures
         stats["min_replies"] = min(stats.get("min_replies", results), results)
 
@@ -33,11 +33,11 @@ def show_progress(prefix: str, stats: dict | None = None):
     stats = {} if stats is None else stats
 
     def on_line(line: str) -> None:
-        text = federation.strip_ansi(line).strip()
+        text = runlog.strip_ansi(line).strip()
         count_replies(text, stats)
         if REPLIES_RE.search(text) and not text.endswith(" 0 failures"):
             log(f"  {prefix} | {strip_level(text)}")
-        if federation.ROUND_RE.search(text) or "Accuracy by round" in text or "ERROR" in text:
+        if runlog.ROUND_RE.search(text) or "Accuracy by round" in text or "ERROR" in text:
             log(f"  {prefix} | {strip_level(text)}")
     return on_line
 

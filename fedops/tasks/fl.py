@@ -3,7 +3,7 @@ from pathlib import Path
 
 from invoke import Exit, task
 
-from .. import config, federation, paths
+from .. import config, federation, paths, runlog
 from ..services import CONNECTION_NAME
 from . import clear_errors
 
@@ -16,32 +16,25 @@ def run(c, rounds=3, app="digits", quiet=False):
     """Run a Flower app on the federation with per-round metrics (exit 1 if it fails).
 
     Submits apps/APP through the SuperLink's Control API over TLS (as the admin, inside
-    the SuperLink container), streams its log, prints a table of the rounds' metrics and
-    exits non-zero unless the run ends finished:completed (`flwr run` itself exits 0)."""
+    the SuperLink container), streams its log, prints a table of the rounds' metrics
+    (read by the parser the FL exporter uses, fedops/runlog.py) and exits non-zero
+    unless the run ends finished:completed (`flwr run` itself exits 0)."""
     if not (paths.ROOT / "apps" / app / "pyproject.toml").exists():
         raise federation.FedopsError(f"no Flower app in apps/{app}",
                                      f"choose one of: {', '.join(p.parent.name for p in (paths.ROOT / 'apps').glob('*/pyproject.toml'))}")
     run_id = federation.submit(app, rounds)
     print(f"run {run_id} started: {app}, {rounds} round(s)", flush=True)
-    metrics = {}
+    parsed = runlog.RunLog()
 
     def show(line):
-        line = federation.strip_ansi(line)
-        found = federation.METRIC_RE.findall(line)
-        rnd = federation.ROUND_RE.search(line)
-        if rnd:
-            show.round = int(rnd.group(1))
-        if found and getattr(show, "round", None):
-            metrics.setdefault(show.round, {}).update({k.lower(): float(v) for k, v in found})
-        if not quiet or rnd or found:
-            print(f"  | {line}", flush=True)
+        event = parsed.line(line)
+        if not quiet or event is not None:
+            print(f"  | {runlog.strip_ansi(line)}", flush=True)
 
     row = federation.follow(run_id, show)
-    if metrics:
-        print("\nround  " + "  ".join(f"{k:>10}" for k in sorted({k for m in metrics.values() for k in m})))
-        keys = sorted({k for m in metrics.values() for k in m})
-        for rnd in sorted(metrics):
-            print(f"{rnd:5}  " + "  ".join(f"{metrics[rnd].get(k, float('nan')):10.4f}" for k in keys))
+    summary = runlog.table(parsed)
+    if summary:
+        print("\n" + "\n".join(summary))
     print(f"\nrun {run_id}: {row['status']} ({row.get('elapsed', '')})")
     if row["status"] != "finished:completed":
         raise Exit(f"run {run_id} did not complete: {row['status']} {row.get('status-details', '')}\n"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""FL exporter entrypoint: validate the federation file, the service account's secret and
-the project CA, then exec the exporter (flexporter, in /opt/venv) on port 9200.
+"""FL exporter entrypoint: validate the federation file, the service account's secret, the
+project CA and the CRL, then exec the exporter (flexporter, in /opt/venv) on port 9200.
 
   entrypoint.py              validate, exec the exporter
   entrypoint.py healthcheck  ask the running exporter's /metrics
@@ -39,7 +39,10 @@ def settings_from(fed: dict, secret: str, tls: Path = TLS) -> dict:
             "control_url": f"https://{hosts['control']}",
             "client_id": CLIENT_ID, "client_secret": secret,
             "organisations": [o["name"] for o in fed.get("organisations", [])],
-            "ca_file": str(tls / "ca.crt")}
+            "ca_file": str(tls / "ca.crt"),
+            # the CRL the edge checks organisations against (ca/deploy/*/crl.pem: one
+            # file, copied to every service's folder by invoke up and invoke ca.revoke)
+            "crl_file": str(tls / "crl.pem")}
 
 
 def healthcheck() -> int:
@@ -67,6 +70,8 @@ def main(args: list[str]) -> None:
         fail(f"secret {SECRETS / SECRET} is missing; run: invoke secrets.generate")
     if not (TLS / "ca.crt").is_file():
         fail(f"{TLS / 'ca.crt'} is missing (it verifies the edge); run: invoke ca.deploy")
+    if not (TLS / "crl.pem").is_file():
+        fail(f"{TLS / 'crl.pem'} is missing (its expiry is a metric); run: invoke ca.deploy")
     env = dict(os.environ, FL_EXPORTER_SETTINGS=json.dumps(settings_from(fed, secret)),
                PYTHONPATH=APP_DIR)
     os.execve(VENV_PYTHON, [VENV_PYTHON, "-m", "flexporter", str(LISTEN_PORT)], env)

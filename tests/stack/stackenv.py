@@ -3,6 +3,7 @@ several test folders each have one)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import time
 from pathlib import Path
@@ -57,3 +58,20 @@ def wait_all_online(stack, timeout: float = 240) -> None:
         if time.time() > deadline:
             raise AssertionError(f"SuperNodes not all online after {timeout:.0f}s: {states}")
         time.sleep(3)
+
+
+def prometheus_api(stack, url: str) -> dict:
+    """GET a JSON API on the monitoring network, from inside the Prometheus container
+    (python3 is there; nothing of the monitoring network is published)."""
+    code = ("import json,sys,urllib.request;"
+            f"sys.stdout.write(urllib.request.urlopen({url!r}, timeout=10).read().decode())")
+    proc = stack.compose("exec", "-T", "prometheus", "python3", "-c", code)
+    return json.loads(proc.stdout)
+
+
+def prometheus_query(stack, promql: str) -> list[dict]:
+    """An instant query's result vector."""
+    from urllib.parse import quote
+    body = prometheus_api(stack, f"http://127.0.0.1:9090/api/v1/query?query={quote(promql)}")
+    assert body["status"] == "success", body
+    return body["data"]["result"]

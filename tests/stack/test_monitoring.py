@@ -15,26 +15,13 @@ import yaml
 from fedops import compose, engine, paths, services
 
 from stackenv import connect
+from stackenv import prometheus_api as api
+from stackenv import prometheus_query as query
 
 MONITORING = ("prometheus", "alertmanager", "node-exporter", "nginx-exporter", "postgres-exporter",
               "blackbox-exporter", "fl-exporter")
 RULES = yaml.safe_load((paths.SERVICES_DIR / "prometheus" / "rules" / "alerts.yml").read_text())
 JOBS = {"prometheus", "alertmanager", "node", "nginx", "postgres", "blackbox", "ctlgate", "fl", "edge"}
-
-
-def api(stack, url: str) -> dict:
-    """GET a JSON API from inside the Prometheus container (python3 is there)."""
-    code = ("import json,sys,urllib.request;"
-            f"sys.stdout.write(urllib.request.urlopen({url!r}, timeout=10).read().decode())")
-    proc = stack.compose("exec", "-T", "prometheus", "python3", "-c", code)
-    return json.loads(proc.stdout)
-
-
-def query(stack, promql: str) -> list[dict]:
-    from urllib.parse import quote
-    body = api(stack, f"http://127.0.0.1:9090/api/v1/query?query={quote(promql)}")
-    assert body["status"] == "success", body
-    return body["data"]["result"]
 
 
 @pytest.fixture(scope="module")

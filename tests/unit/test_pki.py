@@ -172,3 +172,15 @@ def test_certificates_pass_strict_x509_verification(ca):
         leaf = pki.load_cert(ca.cert(name))
         leaf.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
         leaf.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_KEY_IDENTIFIER)
+
+
+def test_deploy_trust_copies_the_ca_and_the_crl_only(ca, tmp_path):
+    dest = tmp_path / "deploy" / "fl-exporter"
+    assert pki.deploy_trust(ca, dest) is True
+    assert sorted(p.name for p in dest.iterdir()) == ["ca.crt", "crl.pem"]
+    assert (dest / "crl.pem").read_bytes() == ca.crl.read_bytes()
+    assert oct((dest / "crl.pem").stat().st_mode & 0o777) == "0o444"
+    assert pki.deploy_trust(ca, dest) is False          # unchanged: nothing replaced
+    ca.gen_crl()                                        # a new CRL reaches it like every folder
+    assert pki.refresh_crl(ca, tmp_path / "deploy") == [dest]
+    assert (dest / "crl.pem").read_bytes() == ca.crl.read_bytes()
