@@ -24,6 +24,7 @@ X509_TYPES = CA_DIR / "x509-types"
 SERVICES_DIR = ROOT / "services"
 DOCS_DIR = ROOT / "docs"
 APPS_DIR = ROOT / "apps"
+TEST_ARTIFACTS_DIR = ROOT / "test-artifacts"   # the stack tests' screenshots (git-ignored)
 
 INSTANCE_ENV = "FL_INSTANCE_DIR"
 

@@ -299,6 +299,10 @@ def render(config: Mapping[str, Any]) -> str:
     return _environment(autoescape=False).get_template("nginx.conf.j2").render(**cfg)
 
 
+# Prometheus' console page of the federation (services/prometheus/consoles/federation.html).
+FEDERATION_CONSOLE = "/consoles/federation.html"
+
+
 def landing_services(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Rows of the landing page: name, URL, purpose and the status keys they answer to."""
     h, p = cfg["hosts"], cfg["port_suffix"]
@@ -311,6 +315,9 @@ def landing_services(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
          "purpose": "dashboards", "status_keys": ["grafana"]},
         {"name": "Prometheus", "url": f"https://{h['prometheus']}{p}/", "link": True,
          "purpose": "metrics", "status_keys": ["prometheus"]},
+        {"name": "Federation overview", "url": f"https://{h['prometheus']}{p}{FEDERATION_CONSOLE}", "link": True,
+         "purpose": "SuperNodes, runs, rounds, certificates and alerts on one page (no Grafana needed)",
+         "status_keys": ["prometheus"]},
         {"name": "Alertmanager", "url": f"https://{h['alertmanager']}{p}/", "link": True,
          "purpose": "alerts and silences", "status_keys": ["alertmanager"]},
         {"name": "Control API (SuperLink)", "url": f"{h['control']}{p}", "link": False,

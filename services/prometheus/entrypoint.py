@@ -28,7 +28,6 @@ SHARE = Path(os.environ.get("FL_TEMPLATES", "/usr/local/share/fl-prometheus"))
 CONFIG = Path(os.environ.get("FL_PROMETHEUS_CONFIG", "/tmp/prometheus/prometheus.yml"))
 DATA = Path("/prometheus")
 LISTEN_PORT = 9090
-CONSOLES = Path("/etc/prometheus")   # Debian's console templates and libraries
 
 # Prometheus' own duration and size syntax (retention, intervals).
 DURATION_RE = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
@@ -89,8 +88,10 @@ def command(values: dict[str, str], config: Path = CONFIG) -> list[str]:
     argv = ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={DATA}",
             f"--storage.tsdb.retention.time={values['FL_PROMETHEUS_RETENTION']}",
             f"--web.listen-address=:{LISTEN_PORT}",
-            f"--web.console.templates={CONSOLES / 'consoles'}",
-            f"--web.console.libraries={CONSOLES / 'console_libraries'}"]
+            # the federation overview (consoles/federation.html) and its library;
+            # Debian's own folders are empty
+            f"--web.console.templates={SHARE / 'consoles'}",
+            f"--web.console.libraries={SHARE / 'console_libraries'}"]
     if values["FL_PROMETHEUS_RETENTION_SIZE"]:
         argv.append(f"--storage.tsdb.retention.size={values['FL_PROMETHEUS_RETENTION_SIZE']}")
     if values["FL_PROMETHEUS_EXTERNAL_URL"]:

@@ -138,6 +138,15 @@ def test_landing_page_names_the_connection_the_tasks_write(edge, federation):
     assert f'address = "{federation["hostnames"]["control"]}"' in html
 
 
+def test_landing_page_links_the_federation_overview(edge, federation):
+    """The offline dashboard: Prometheus' console page, which services/prometheus ships."""
+    html = edge.render_index({**federation, "zone_subnets": ZONES})
+    url = f'https://{federation["hostnames"]["prometheus"]}{edge.FEDERATION_CONSOLE}'
+    assert f'<a href="{url}">' in html
+    from fedops import paths
+    assert (paths.SERVICES_DIR / "prometheus" / edge.FEDERATION_CONSOLE.lstrip("/")).is_file()
+
+
 def test_a_bad_domain_is_refused(edge, federation):
     with pytest.raises(Exception):
         edge.render({**federation, "domain": "evil;include /etc/passwd"})

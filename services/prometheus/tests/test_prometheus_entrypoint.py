@@ -84,3 +84,17 @@ def test_every_alert_rule_has_a_promtool_case():
         for case in yaml.safe_load(path.read_text())["tests"]:
             tested |= {t["alertname"] for t in case.get("alert_rule_test", []) if t.get("exp_alerts")}
     assert alerts - tested == set(), "alert rules without a firing promtool case"
+
+
+def test_the_federation_console_and_its_library_are_served(entry):
+    """The console flags point at the shipped folders (Debian's /etc/prometheus ones are
+    empty), and every template a console calls is defined in a shipped library."""
+    import re
+    argv = entry.command(entry.settings({}))
+    flags = dict(a.split("=", 1) for a in argv if a.startswith("--web.console."))
+    consoles, libraries = Path(flags["--web.console.templates"]), Path(flags["--web.console.libraries"])
+    assert (consoles / "federation.html").is_file()
+    defined = {m for lib in libraries.glob("*.lib") for m in re.findall(r'{{ define "([^"]+)"', lib.read_text())}
+    for page in consoles.glob("*.html"):
+        called = set(re.findall(r'{{ template "([^"]+)"', page.read_text()))
+        assert called and called <= defined, (page.name, called - defined)

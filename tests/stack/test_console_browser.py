@@ -1,0 +1,80 @@
+"""The federation overview (Prometheus' console page, services/prometheus/consoles) in a
+real browser: headless Chromium trusting the project CA, through the edge's
+prometheus.<domain> and its Keycloak sign-on, as a person with the role would see it.
+A screenshot of the page is saved as a test artifact."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import chromium
+import kcadmin
+
+PAGE = "/consoles/federation.html"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def browser_present():
+    assert not chromium.missing(), chromium.missing()
+
+
+@pytest.fixture(scope="module")
+def viewer(stack) -> str:
+    """observer, with the realm role monitoring_viewer (group monitoring_viewers)."""
+    with kcadmin.admin_client(stack) as admin:
+        group = next(g for g in admin.get("/groups").json() if g["name"] == "monitoring_viewers")
+        user = kcadmin.user(admin, "observer")
+        admin.put(f"/users/{user['id']}/groups/{group['id']}").raise_for_status()
+    return "observer"
+
+
+def open_browser(stack):
+    return chromium.browser(stack.ca, stack.fed.domain)
+
+
+def test_an_unauthenticated_browser_is_sent_to_sign_in(stack):
+    with open_browser(stack) as driver:
+        driver.get(stack.url("prometheus") + PAGE)
+        chromium.wait_for(driver, lambda d: "kc-form-login" in d.page_source, 60, "Keycloak's sign-in form")
+        assert driver.current_url.startswith(stack.url("auth") + "/realms/flowerfl/protocol/openid-connect/auth")
+        assert "client_id=monitoring" in driver.current_url
+        assert "SuperNodes per organisation" not in driver.page_source
+        chromium.screenshot(driver, "federation-overview-sign-in")
+
+
+def test_a_viewer_sees_every_organisations_supernodes(stack, viewer):
+    from selenium.webdriver.common.by import By
+
+    from stackenv import wait_all_online
+    wait_all_online(stack)
+    organisations = {o.name for o in stack.fed.organisations}
+    password = json.loads(stack.secret("keycloak_users"))[viewer]
+    with open_browser(stack) as driver:
+        driver.get(stack.url("prometheus") + PAGE)
+        chromium.sign_in_at_keycloak(driver, viewer, password)
+        # back at the page asked for, through oauth2-proxy's callback
+        chromium.wait_for(driver, lambda d: d.current_url.startswith(stack.url("prometheus") + PAGE), 60,
+                          "the console page after sign-in")
+        assert driver.title == "Federation overview"
+
+        def states(d) -> dict[str, str]:
+            rows = d.find_elements(By.CSS_SELECTOR, "#supernodes tr.organisation")
+            return {r.get_attribute("data-organisation"): r.find_elements(By.TAG_NAME, "td")[3].text for r in rows}
+
+        def all_online(d) -> bool:
+            if states(d) == {o: "online" for o in organisations}:
+                return True
+            d.refresh()            # fl-exporter is scraped every 30 s
+            return False
+
+        chromium.wait_for(driver, all_online, 150, f"every organisation online on the page {organisations}")
+        # the other sections render (with data or saying there is none), and the edge's
+        # certificates are there: the blackbox exporter probes every public hostname
+        for section in ("runs-by-status", "recent-runs", "round-metrics", "certificates", "alerts"):
+            assert driver.find_element(By.ID, section).is_displayed(), section
+        hosts = {r.find_element(By.TAG_NAME, "td").text
+                 for r in driver.find_elements(By.CSS_SELECTOR, "#certificates tr.certificate")}
+        assert hosts == set(stack.rendered()["hostnames"]), hosts
+        assert "error executing template" not in driver.page_source.lower()
+        chromium.screenshot(driver, "federation-overview")
