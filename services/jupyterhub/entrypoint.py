@@ -44,6 +44,7 @@ SECRET_FILES = {
     "client_secret": "oidc_jupyterhub_secret",
     "cookie_secret": "jupyterhub_cookie_secret",
     "crypt_key": "jupyterhub_crypt_key",
+    "metrics_token": "jupyterhub_metrics_token",
 }
 
 NOTEBOOK_DEFAULTS = {
@@ -135,6 +136,8 @@ def settings(federation: dict, env: dict[str, str], secrets: dict[str, str]) -> 
         "db_host": db_host,
         "db_password": secrets["db_password"],
         "cookie_secret": secrets["cookie_secret"],
+        # /hub/metrics: the token of the hub service "prometheus" (scope read:metrics)
+        "metrics_token": secrets["metrics_token"],
         "oauth": {
             "client_id": CLIENT_ID,
             "client_secret": secrets["client_secret"],
@@ -198,7 +201,7 @@ def main(argv: list[str]) -> None:
     except ConfigError as exc:
         log(f"configuration error: {exc}")
         sys.exit(2)
-    public = {k: v for k, v in hub.items() if k not in ("db_password", "cookie_secret", "oauth")}
+    public = {k: v for k, v in hub.items() if k not in ("db_password", "cookie_secret", "oauth", "metrics_token")}
     if argv[:1] == ["check"]:
         print(json.dumps(public, indent=2))
         return

@@ -19,7 +19,7 @@ from stackenv import connect
 MONITORING = ("prometheus", "alertmanager", "node-exporter", "nginx-exporter", "postgres-exporter",
               "blackbox-exporter", "fl-exporter")
 RULES = yaml.safe_load((paths.SERVICES_DIR / "prometheus" / "rules" / "alerts.yml").read_text())
-JOBS = {"prometheus", "alertmanager", "node", "nginx", "postgres", "blackbox", "ctlgate", "fl", "edge"}
+JOBS = {"prometheus", "alertmanager", "node", "nginx", "postgres", "blackbox", "ctlgate", "fl", "edge", "jupyterhub"}
 
 
 def api(stack, url: str) -> dict:

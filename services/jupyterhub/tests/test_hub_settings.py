@@ -19,7 +19,8 @@ FEDERATION = {
 }
 ENV = {"FL_NOTEBOOK_IMAGE": "flfed/notebook:1", "FL_NOTEBOOK_NETWORK": "p_fl-notebooks-network",
        "FL_NOTEBOOK_PREFIX": "jupyter-p"}
-SECRETS = {"db_password": "d" * 20, "client_secret": "c" * 20, "cookie_secret": "k" * 32, "crypt_key": "x" * 32}
+SECRETS = {"db_password": "d" * 20, "client_secret": "c" * 20, "cookie_secret": "k" * 32, "crypt_key": "x" * 32,
+           "metrics_token": "m" * 32}
 
 
 def test_browser_urls_are_public_and_back_channel_urls_go_to_the_edge_on_443():
@@ -89,3 +90,8 @@ def test_secrets_are_read_from_files_and_short_ones_refused(tmp_path):
 def test_the_database_password_goes_to_a_libpq_password_file_escaped():
     s = ep.settings(FEDERATION, ENV, {**SECRETS, "db_password": "a:b\\c" + "x" * 16})
     assert ep.pgpass_line(s) == "postgres:5432:jupyterhub:jupyterhub:a\\:b\\\\c" + "x" * 16 + "\n"
+
+
+def test_the_metrics_token_is_read_from_its_secret_file():
+    assert ep.SECRET_FILES["metrics_token"] == "jupyterhub_metrics_token"
+    assert ep.settings(FEDERATION, ENV, SECRETS)["metrics_token"] == SECRETS["metrics_token"]
