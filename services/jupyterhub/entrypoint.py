@@ -105,7 +105,21 @@ def notebook_settings(raw: dict | None, env: dict[str, str]) -> dict:
         raise ConfigError(f"FL_NOTEBOOK_PREFIX={prefix!r} must start with 'jupyter-' and be a Docker name")
     out["prefix"] = prefix
     out["docker_api"] = env.get("FL_DOCKER_API", "tcp://dockerproxy:2375").strip()
+    out["gpus"] = gpus(env.get("FL_NOTEBOOK_GPUS", ""))
     return out
+
+
+def gpus(value: str) -> int:
+    """GPUs per notebook server (the GPU profile sets FL_NOTEBOOK_GPUS): 0 none, -1 all."""
+    value = value.strip().lower()
+    if value in ("", "0"):
+        return 0
+    if value == "all":
+        return -1
+    if not value.isdigit():
+        raise ConfigError(f"FL_NOTEBOOK_GPUS={value!r} is not a number of GPUs or 'all' "
+                          "(FL_GPUS_PER_NOTEBOOK in .env.local)")
+    return int(value)
 
 
 def settings(federation: dict, env: dict[str, str], secrets: dict[str, str]) -> dict:

@@ -117,6 +117,10 @@ c.DockerSpawner.extra_host_config = {
     "security_opt": ["no-new-privileges:true"],
     "pids_limit": 512,
 }
+if n.get("gpus"):
+    # The GPU profile (compose.gpu.yml): NVIDIA GPUs for every server (-1: all of them).
+    c.DockerSpawner.extra_host_config["device_requests"] = [
+        {"driver": "nvidia", "count": n["gpus"], "capabilities": [["gpu"]]}]
 c.Spawner.default_url = "/lab"
 c.Spawner.http_timeout = 120
 c.Spawner.start_timeout = 180

@@ -45,7 +45,7 @@ def test_notebook_settings_come_from_the_federation_and_compose():
     n = ep.settings(FEDERATION, ENV, SECRETS)["notebooks"]
     assert n == {"cpu_limit": 2.0, "mem_limit": "4G", "idle_timeout": 600, "concurrent_spawn_limit": 5,
                  "image": "flfed/notebook:1", "network": "p_fl-notebooks-network", "prefix": "jupyter-p",
-                 "docker_api": "tcp://dockerproxy:2375"}
+                 "docker_api": "tcp://dockerproxy:2375", "gpus": 0}
     defaults = ep.settings({**FEDERATION, "notebooks": None}, ENV, SECRETS)["notebooks"]
     assert defaults["idle_timeout"] == 3600 and defaults["concurrent_spawn_limit"] == 20
 
@@ -95,3 +95,13 @@ def test_the_database_password_goes_to_a_libpq_password_file_escaped():
 def test_the_metrics_token_is_read_from_its_secret_file():
     assert ep.SECRET_FILES["metrics_token"] == "jupyterhub_metrics_token"
     assert ep.settings(FEDERATION, ENV, SECRETS)["metrics_token"] == SECRETS["metrics_token"]
+
+
+@pytest.mark.parametrize("value,expected", [("", 0), ("0", 0), ("1", 1), ("2", 2), ("all", -1), ("ALL", -1)])
+def test_gpus_per_server_come_from_the_gpu_profile(value, expected):
+    assert ep.settings(FEDERATION, {**ENV, "FL_NOTEBOOK_GPUS": value}, SECRETS)["notebooks"]["gpus"] == expected
+
+
+def test_a_bad_gpu_count_is_named():
+    with pytest.raises(ep.ConfigError, match="FL_GPUS_PER_NOTEBOOK"):
+        ep.settings(FEDERATION, {**ENV, "FL_NOTEBOOK_GPUS": "many"}, SECRETS)
