@@ -131,7 +131,7 @@ def test_the_sample_notebook_runs_headless_and_plots_accuracy_and_loss(stack, se
     assert all(0 <= m["accuracy"] <= 1 and m["loss"] > 0 for m in summary["rounds"].values())
     assert images and base64.b64decode(images[0])[:8] == b"\x89PNG\r\n\x1a\n"
     saved = contents(stack, session, f"digits-run-{summary['run_id']}.png", content="0")
-    assert saved.status_code == 200 and saved.json()["size"] > 10_000, saved.text[:300]
+    assert saved.status_code == 200 and saved.json()["size"] > 5_000, saved.text[:300]
 
 
 def test_the_workspace_survives_a_server_stop_and_a_hub_restart_and_edits_are_kept(stack, session, cells):
