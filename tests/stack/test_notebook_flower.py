@@ -56,6 +56,7 @@ def session(stack):
     http, answer = hub_login(stack, USER)
     assert answer.status_code == 302, answer.text[:300]
     hub = stack.url("hub")
+    http.get(f"{hub}/hub/home")                       # sets the _xsrf cookie
     user = http.get(f"{hub}/hub/api/users/{USER}", headers=xsrf(http)).json()
     if (user.get("servers") or {}).get(""):
         stop_server(stack, http, USER)
@@ -148,8 +149,11 @@ print("ok")
     stack.compose("restart", "jupyterhub")
     deadline = time.time() + 180
     while time.time() < deadline:
-        if contents(stack, session, "persist-probe.txt").status_code == 200:
-            break
+        try:
+            if contents(stack, session, "persist-probe.txt").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass                                      # the edge's upstream is restarting
         time.sleep(3)
     assert contents(stack, session, "persist-probe.txt").json()["content"] == marker
     # The server stops (its container is removed) and starts again on the same volume.
