@@ -95,7 +95,10 @@ def credential_store():
 
 def stored_access_token(address: str) -> str:
     from flwr.cli.constant import ACCESS_TOKEN_STORE_KEY
-    return (credential_store().get(ACCESS_TOKEN_STORE_KEY % address) or b"").decode()
+    try:
+        return (credential_store().get(ACCESS_TOKEN_STORE_KEY % address) or b"").decode()
+    except Exception:  # noqa: BLE001 - an unreadable store holds nothing usable
+        return ""
 
 
 def store(address: str, state: dict) -> None:
