@@ -13,11 +13,18 @@ and every secret), with:
   ca-pki.tar             ca/pki (the CA, its key included)
   secrets.tar            secrets/
   config.tar             federation.yaml, federation.local.yaml, .env.local (present ones)
+  notebook-home-<user>.tar
+                         each user's notebook workspace (the home volume
+                         jupyter-<project>-home-<user>), archived by the engine with
+                         numeric owners, while servers may run
   manifest.json          time, compose project, versions, size and sha256 of every file
 
 Each database dump is a consistent snapshot of that database; the databases belong to
-different consumers, so they are not dumped in one transaction. Restore checks every
-checksum before it touches anything.
+different consumers, so they are not dumped in one transaction (nor with the
+workspaces: a file saved during the backup may be missing from it). Restore checks every
+checksum before it touches anything; it replaces each backed-up workspace's contents
+(the notebook servers are stopped first: users start them again), and leaves
+workspaces the backup does not have alone.
 """
 from __future__ import annotations
 
@@ -48,6 +55,7 @@ SUPERLINK_FILE = "superlink-state.db"
 SUPERLINK_DB = federation.SUPERLINK_STATE_DB
 SUPERLINK_USER = f"{by_name('superlink').uid}:{by_name('superlink').uid}"
 CA_TAR, SECRETS_TAR, CONFIG_TAR = "ca-pki.tar", "secrets.tar", "config.tar"
+WORKSPACE_TAR = "notebook-home-{user}.tar"
 SECRETS_COMMITTED = {".gitignore", "README.md"}   # in secrets/, but not secrets
 DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -263,6 +271,32 @@ def write_tar(out: Path, members: list[tuple[Path, str]]) -> list[str]:
     return [arc for _, arc in present]
 
 
+def helper_image() -> str:
+    """The image of the short-lived helper containers (tar): the project's base image."""
+    return compose.setting("BASE_IMAGE", "debian:trixie-slim")
+
+
+def dump_workspaces(folder: Path) -> dict:
+    """Each user's notebook home volume as notebook-home-<user>.tar; {user: file}."""
+    from . import engine
+    out = {}
+    for user, volume in sorted(engine.notebook_home_volumes(compose.project_name()).items()):
+        name = WORKSPACE_TAR.format(user=user)
+        if not FILE_NAME.match(name):
+            print(f"    warning: skipped the volume {volume}: {user!r} is not a plain file name")
+            continue
+        with private_open(folder / name) as fh:
+            try:
+                engine.volume_to_tar(volume, helper_image(), fh)
+            except FedopsError:
+                raise
+            except Exception as exc:
+                raise FedopsError(f"archiving the notebook workspace {volume} failed: {exc}",
+                                  "check `docker info`, then run the backup again")
+        out[user] = name
+    return out
+
+
 def create(parent: Path | None = None) -> tuple[Path, dict]:
     """Take a backup of the running stack; returns its folder and manifest."""
     require_running()
@@ -285,6 +319,9 @@ def create(parent: Path | None = None) -> tuple[Path, dict]:
         write_tar(folder / SECRETS_TAR, [(paths.SECRETS_DIR, "secrets")])
         meta["config"] = write_tar(folder / CONFIG_TAR, [(p, p.name) for p in config_files()])
         print(f"    config: {', '.join(meta['config'])}")
+        step("notebook workspaces (each user's home volume)")
+        meta["notebooks"] = {"workspaces": dump_workspaces(folder)}
+        print(f"    {', '.join(meta['notebooks']['workspaces']) or 'none yet'}")
         step("manifest (sizes and sha256)")
         manifest = write_manifest(folder, meta)
     except BaseException:
@@ -390,6 +427,35 @@ def restore_superlink(folder: Path) -> None:
     stack.wait_healthy(["superlink"])
 
 
+def backed_up_workspaces(manifest: dict) -> dict[str, str]:
+    """{user: file} of the workspaces in a backup, checked against the manifest's files."""
+    workspaces = (manifest.get("notebooks") or {}).get("workspaces") or {}
+    for user, name in workspaces.items():
+        if name != WORKSPACE_TAR.format(user=user) or name not in manifest.get("files", {}):
+            raise FedopsError(f"the manifest names the workspace {user!r} -> {name!r}", "use another backup")
+    return workspaces
+
+
+def restore_workspaces(folder: Path, manifest: dict) -> list[str]:
+    """Put each backed-up workspace into this project's home volume of that user (made
+    if missing), after stopping this project's notebook servers."""
+    from . import engine
+    workspaces = backed_up_workspaces(manifest)
+    if not workspaces:
+        return []
+    project = compose.project_name()
+    stopped = engine.remove_notebooks(project)
+    if stopped:
+        print(f"    stopped the notebook servers {', '.join(stopped)} (users start them again)", flush=True)
+    done = []
+    for user, name in sorted(workspaces.items()):
+        volume = f"{engine.notebook_prefix(project)}-home-{user}"
+        engine.tar_to_volume(str((folder / name).resolve()), volume, helper_image())
+        print(f"    {volume} restored", flush=True)
+        done.append(volume)
+    return done
+
+
 def restore(folder: Path, yes: bool = False, with_ca_and_secrets: bool = False, force: bool = False) -> bool:
     """Verify, confirm, then restore; returns False when the user declined."""
     folder = Path(folder)
@@ -409,9 +475,12 @@ def restore(folder: Path, yes: bool = False, with_ca_and_secrets: bool = False, 
         if not with_ca_and_secrets:
             raise
         running = False
+    workspaces = backed_up_workspaces(manifest)
     parts = (["ca/pki and secrets/"] if with_ca_and_secrets else []) + \
             (["the PostgreSQL databases " + ", ".join(manifest.get("postgres", {}).get("databases", [])),
-              "the SuperLink state"] if running else [])
+              "the SuperLink state"] if running else []) + \
+            ([f"the notebook workspaces of {', '.join(sorted(workspaces))} (their servers are stopped)"]
+             if running and workspaces else [])
     if not preflight.confirm(f"Replace {'; '.join(parts)} with the backup's?", yes,
                              "restoring replaces live data"):
         print("nothing restored")
@@ -428,6 +497,9 @@ def restore(folder: Path, yes: bool = False, with_ca_and_secrets: bool = False, 
     restore_postgres(folder, manifest)
     step("SuperLink state")
     restore_superlink(folder)
+    if workspaces:
+        step("notebook workspaces")
+        restore_workspaces(folder, manifest)
     step("SuperNode keys and health")
     federation.register_all(None, config.load())
     names = [s.service for s in stack.ps() if s.state in ("running", "restarting")]

@@ -170,3 +170,41 @@ def remove_notebooks(project: str, volumes: bool = False) -> list[str]:
                 vol.remove(force=True)
                 removed.append(vol.name)
     return removed
+
+
+NOTEBOOK_HOME = "/home/jovyan"       # where a server mounts its user's volume
+
+
+def notebook_home_volumes(project: str) -> dict[str, str]:
+    """{user: volume} of this project's notebook home volumes."""
+    marker = f"{notebook_prefix(project)}-home-"
+    return {v.name[len(marker):]: v.name for v in client().volumes.list(filters={"name": marker})
+            if v.name.startswith(marker) and len(v.name) > len(marker)}
+
+
+def volume_to_tar(volume: str, image: str, out) -> None:
+    """Write a tar of a volume's contents (numeric owners and modes as stored) to the
+    binary file `out`, streamed: a created (never started) helper container mounts the
+    volume read-only and the engine archives it."""
+    ctr = client().containers.create(image, ["true"], network_mode="none",
+                                     volumes={volume: {"bind": NOTEBOOK_HOME, "mode": "ro"}})
+    try:
+        stream, _ = ctr.get_archive(NOTEBOOK_HOME)        # entries jovyan/...
+        for chunk in stream:
+            out.write(chunk)
+    finally:
+        ctr.remove(force=True)
+
+
+def tar_to_volume(tar_file: str, volume: str, image: str) -> None:
+    """Replace a volume's contents with a tar written by volume_to_tar (owners and modes
+    kept), in a helper container without network that sees the tar read-only."""
+    script = (f"set -e; cd {NOTEBOOK_HOME}; find . -mindepth 1 -maxdepth 1 -exec rm -rf {{}} +; "
+              f"tar -xpf /restore/home.tar --numeric-owner --same-owner --strip-components=1")
+    try:
+        client().containers.run(image, ["sh", "-c", script], remove=True, network_mode="none", user="0:0",
+                                volumes={volume: {"bind": NOTEBOOK_HOME, "mode": "rw"},
+                                         tar_file: {"bind": "/restore/home.tar", "mode": "ro"}})
+    except Exception as exc:   # docker.errors.ContainerError and friends
+        raise FedopsError(f"restoring the volume {volume} failed: {exc}",
+                          "check `docker info` and the backup's tar, then run the restore again")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import time
 from pathlib import Path
 
@@ -42,14 +44,62 @@ def label(image: str) -> str:
     return image.rsplit("/", 1)[-1].split(":", 1)[0]
 
 
+def _ignore_rules(context: Path) -> list[tuple[bool, str, re.Pattern]]:
+    """The context's .dockerignore as (exception, pattern, regex), in order. Docker's
+    rules: `*` and `?` stay within one path segment, `**` spans any number; a pattern
+    matches a path or any folder above it; the last matching line decides; `!` lets a
+    path back in."""
+    path = context / ".dockerignore"
+    if not path.is_file():
+        return []
+    rules = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        exception = line.startswith("!")
+        pattern = os.path.normpath(line[1:].strip() if exception else line).lstrip("/")
+        rx = ""
+        for part in re.split(r"(\*\*/?|\*|\?)", pattern):
+            rx += {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part, re.escape(part))
+        rules.append((exception, pattern, re.compile(rx)))
+    return rules
+
+
+def _ignored(rel: str, rules) -> bool:
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    out = False
+    for exception, _, rx in rules:
+        if any(rx.fullmatch(p) for p in prefixes):
+            out = not exception
+    return out
+
+
+def context_files(context: Path) -> list[Path]:
+    """The files of a build context that reach the builder: .dockerignore and IGNORED
+    left out (folders nothing could let back in are not even walked)."""
+    rules = _ignore_rules(context)
+    exceptions = [pattern for exception, pattern, _ in rules if exception]
+    out = []
+    for folder, dirs, files in os.walk(context):
+        rel_dir = os.path.relpath(folder, context)
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        dirs[:] = sorted(d for d in dirs if d not in IGNORED and not (
+            _ignored(rel_dir + d, rules)
+            and not any(e.startswith(rel_dir + d + "/") or "*" in e for e in exceptions)))
+        out += [Path(folder) / f for f in files
+                if not _ignored(rel_dir + f, rules) and f not in IGNORED]
+    return sorted(out)
+
+
 def inputs_digest(spec: dict, extra_ca_file: Path, base_image_id: str) -> str:
     """What an image is built from: its build section (context, Dockerfile, arguments),
-    every file of its context (IGNORED left out), the extra CA handed to the build and
-    the base image's id. The same digest means the same image."""
+    every file of its context (.dockerignore and IGNORED left out), the extra CA handed
+    to the build and the base image's id. The same digest means the same image."""
     h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
     context = Path(spec["context"])
-    for f in sorted(p for p in context.rglob("*") if p.is_file()
-                    and not any(part in IGNORED for part in p.relative_to(context).parts)):
+    for f in context_files(context):
         h.update(str(f.relative_to(context)).encode() + b"\0" + f.read_bytes() + b"\0")
     h.update(extra_ca_file.read_bytes() if extra_ca_file.is_file() else b"")
     h.update(base_image_id.encode())

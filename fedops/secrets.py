@@ -37,6 +37,7 @@ PASSWORDS = {
     "grafana_secret_key": "Grafana's key for the secrets it keeps in its database",
     "jupyterhub_cookie_secret": "JupyterHub cookie signing secret",
     "jupyterhub_crypt_key": "JupyterHub auth-state encryption (JUPYTERHUB_CRYPT_KEY is derived from it)",
+    "jupyterhub_metrics_token": "JupyterHub API token of the service prometheus (scope read:metrics: /hub/metrics)",
 }
 USERS_FILE = "keycloak_users"       # JSON {username: password}
 SUPERNODE_KEYS = "supernodes"       # folder of <org>.key / <org>.pub

@@ -44,6 +44,7 @@ SECRET_FILES = {
     "client_secret": "oidc_jupyterhub_secret",
     "cookie_secret": "jupyterhub_cookie_secret",
     "crypt_key": "jupyterhub_crypt_key",
+    "metrics_token": "jupyterhub_metrics_token",
 }
 
 NOTEBOOK_DEFAULTS = {
@@ -104,7 +105,21 @@ def notebook_settings(raw: dict | None, env: dict[str, str]) -> dict:
         raise ConfigError(f"FL_NOTEBOOK_PREFIX={prefix!r} must start with 'jupyter-' and be a Docker name")
     out["prefix"] = prefix
     out["docker_api"] = env.get("FL_DOCKER_API", "tcp://dockerproxy:2375").strip()
+    out["gpus"] = gpus(env.get("FL_NOTEBOOK_GPUS", ""))
     return out
+
+
+def gpus(value: str) -> int:
+    """GPUs per notebook server (the GPU profile sets FL_NOTEBOOK_GPUS): 0 none, -1 all."""
+    value = value.strip().lower()
+    if value in ("", "0"):
+        return 0
+    if value == "all":
+        return -1
+    if not value.isdigit():
+        raise ConfigError(f"FL_NOTEBOOK_GPUS={value!r} is not a number of GPUs or 'all' "
+                          "(FL_GPUS_PER_NOTEBOOK in .env.local)")
+    return int(value)
 
 
 def settings(federation: dict, env: dict[str, str], secrets: dict[str, str]) -> dict:
@@ -135,6 +150,8 @@ def settings(federation: dict, env: dict[str, str], secrets: dict[str, str]) -> 
         "db_host": db_host,
         "db_password": secrets["db_password"],
         "cookie_secret": secrets["cookie_secret"],
+        # /hub/metrics: the token of the hub service "prometheus" (scope read:metrics)
+        "metrics_token": secrets["metrics_token"],
         "oauth": {
             "client_id": CLIENT_ID,
             "client_secret": secrets["client_secret"],
@@ -198,7 +215,7 @@ def main(argv: list[str]) -> None:
     except ConfigError as exc:
         log(f"configuration error: {exc}")
         sys.exit(2)
-    public = {k: v for k, v in hub.items() if k not in ("db_password", "cookie_secret", "oauth")}
+    public = {k: v for k, v in hub.items() if k not in ("db_password", "cookie_secret", "oauth", "metrics_token")}
     if argv[:1] == ["check"]:
         print(json.dumps(public, indent=2))
         return

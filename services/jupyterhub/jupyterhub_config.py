@@ -117,6 +117,10 @@ c.DockerSpawner.extra_host_config = {
     "security_opt": ["no-new-privileges:true"],
     "pids_limit": 512,
 }
+if n.get("gpus"):
+    # The GPU profile (compose.gpu.yml): NVIDIA GPUs for every server (-1: all of them).
+    c.DockerSpawner.extra_host_config["device_requests"] = [
+        {"driver": "nvidia", "count": n["gpus"], "capabilities": [["gpu"]]}]
 c.Spawner.default_url = "/lab"
 c.Spawner.http_timeout = 120
 c.Spawner.start_timeout = 180
@@ -128,6 +132,12 @@ c.JupyterHub.concurrent_spawn_limit = n["concurrent_spawn_limit"]
 c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", "admin:auth_state!user"]
 c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "admin:auth_state!user"]}]
 
+# ---- metrics: /hub/metrics only with the token of the service "prometheus" (a secret
+# file), whose one scope is read:metrics; Prometheus scrapes it through the edge.
+c.JupyterHub.authenticate_prometheus = True
+c.JupyterHub.services = [{"name": "prometheus", "api_token": S["metrics_token"]}]
+c.JupyterHub.load_roles += [{"name": "metrics", "scopes": ["read:metrics"], "services": ["prometheus"]}]
+
 # ---- idle culling: a hub-managed service with only the scopes it needs
 if n["idle_timeout"] > 0:
     c.JupyterHub.load_roles += [{
@@ -135,7 +145,7 @@ if n["idle_timeout"] > 0:
         "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
         "services": ["idle-culler"],
     }]
-    c.JupyterHub.services = [{
+    c.JupyterHub.services += [{
         "name": "idle-culler",
         "command": ["python3", "-m", "jupyterhub_idle_culler", f"--timeout={n['idle_timeout']}"],
     }]

@@ -1,6 +1,7 @@
 """Backup and recovery (task list 8.1): `invoke backup`, then `invoke restore` brings the
-databases and the SuperLink's state back (it restarts keycloak and the superlink and
-leaves every service healthy)."""
+databases, the SuperLink's state and the users' notebook workspaces back (it restarts
+keycloak and the superlink, stops the notebook servers and leaves every service
+healthy)."""
 import json
 import shutil
 import stat
@@ -12,6 +13,8 @@ import pytest
 from fedops import backup, federation, secrets
 from fedops.stack import ps as stack_ps, wait_healthy
 from stackenv import completed_run, connect, wait_all_online
+import workspace
+from test_notebooks import docker_exec
 
 
 def runs() -> dict[str, str]:
@@ -30,6 +33,7 @@ def test_backup_then_restore_brings_the_state_back(stack, private_tmp):
     with connect(stack, "flower") as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS backup_probe (id serial primary key, note text)")
         conn.execute("INSERT INTO backup_probe (note) VALUES (%s)", (marker,))
+    workspace.write(stack, "observer", "backup-probe.txt", marker)
     completed_run()
     runs_before = runs()
 
@@ -56,6 +60,11 @@ def test_backup_then_restore_brings_the_state_back(stack, private_tmp):
         assert "secrets/postgres_password" in tar.getnames()
     with tarfile.open(folder / "config.tar") as tar:
         assert "federation.yaml" in tar.getnames()
+    # Each user's notebook workspace (home volume), owners as stored.
+    assert manifest["notebooks"]["workspaces"]["observer"] == "notebook-home-observer.tar"
+    with tarfile.open(folder / "notebook-home-observer.tar") as tar:
+        probe = tar.getmember("jovyan/work/backup-probe.txt")
+        assert probe.uid == 1000 and tar.extractfile(probe).read().decode() == marker
 
     # ---- refusals that change nothing: no terminal and no --yes; a changed byte
     proc = stack.invoke("restore", str(folder), check=False, input="")
@@ -72,6 +81,9 @@ def test_backup_then_restore_brings_the_state_back(stack, private_tmp):
     # ---- change the state: the marker row goes, a SuperNode key is registered
     with connect(stack, "flower") as conn:
         conn.execute("DELETE FROM backup_probe WHERE note = %s", (marker,))
+    server = workspace.start(stack, "observer")
+    assert docker_exec(server, "sh", "-c", "echo changed > ~/work/backup-probe.txt && "
+                                           "echo new > ~/work/after-backup.txt").returncode == 0
     state, probe_id = federation.register_key(secrets.new_supernode_key("backup-probe")[1], "backupprobe")
     assert state == "registered"
     try:
@@ -88,6 +100,8 @@ def test_backup_then_restore_brings_the_state_back(stack, private_tmp):
             assert conn.execute("SELECT count(*) FROM backup_probe WHERE note = %s", (marker,)).fetchone()[0] == 1
         assert "backupprobe" not in federation.node_names().values()
         assert runs() == runs_before
+        assert workspace.read("observer", "backup-probe.txt") == (1000, marker)
+        assert workspace.read("observer", "after-backup.txt") == (-1, "")     # as at the backup
         states = stack_ps()
         assert states and all(s.state == "running" for s in states), states
         wait_healthy([s.service for s in states], timeout=120)   # every service answers its own probe

@@ -21,7 +21,7 @@ from stackenv import prometheus_query as query
 MONITORING = ("prometheus", "alertmanager", "node-exporter", "nginx-exporter", "postgres-exporter",
               "blackbox-exporter", "fl-exporter")
 RULES = yaml.safe_load((paths.SERVICES_DIR / "prometheus" / "rules" / "alerts.yml").read_text())
-JOBS = {"prometheus", "alertmanager", "node", "nginx", "postgres", "blackbox", "ctlgate", "fl", "edge"}
+JOBS = {"prometheus", "alertmanager", "node", "nginx", "postgres", "blackbox", "ctlgate", "fl", "edge", "jupyterhub"}
 
 
 @pytest.fixture(scope="module")

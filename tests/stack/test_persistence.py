@@ -1,10 +1,13 @@
 """Nothing is lost on `invoke down` + `invoke up` (the whole test deployment restarts)."""
 import json
+import secrets
 
 import oidc
 from fedops import federation
 from stackenv import completed_run, connect, wait_all_online
 from kcadmin import admin_client, user
+import workspace
+from test_notebooks import docker_exec
 
 
 def test_identity_export_writes_the_live_realm(stack, tmp_path):
@@ -28,6 +31,11 @@ def test_data_survives_down_and_up(stack):
         researcher["lastName"] = "Changed-In-Keycloak"
         assert admin.put(f"/users/{researcher['id']}", json=researcher).status_code == 204
 
+    # A notebook workspace: a file written in the user's server (`down` removes the
+    # server, never its home volume).
+    marker = secrets.token_hex(8)
+    workspace.write(stack, "observer", "persist-down-up.txt", marker)
+
     completed_run()
     runs_before = {r["run-id"] for r in federation.runs()}
     nodes_before = {n.name: n.node_id for n in federation.nodes() if n.status != "unregistered"}
@@ -48,3 +56,6 @@ def test_data_survives_down_and_up(stack):
     passwords = json.loads(stack.secret("keycloak_users"))
     tokens = oidc.device_flow_tokens(stack, "researcher", passwords["researcher"])
     assert tokens["access_token"]
+    # The user signs in again, starts a server and finds the file.
+    server = workspace.start(stack, "observer")
+    assert docker_exec(server, "cat", "/home/jovyan/work/persist-down-up.txt").stdout == marker

@@ -167,3 +167,35 @@ def test_forced_restore_moves_the_current_ca_aside_and_extracts_the_backups(tmp_
     aside = next((old / "backups").glob("replaced-*"))
     assert (aside / "pki" / "private" / "ca.key").read_text() == "old key"
     assert mode(aside) == 0o700
+
+
+def workspace_backup(tmp_path, workspaces: dict, files=("notebook-home-rita.tar",)):
+    f = backup.new_backup_dir(tmp_path / "backups")
+    for name in files:
+        with backup.private_open(f / name) as fh:
+            fh.write(b"tar")
+    backup.write_manifest(f, {"created": "now", "project": "flfed", "postgres": {"databases": []},
+                              "notebooks": {"workspaces": workspaces}})
+    return f
+
+
+def test_the_workspaces_a_restore_replaces_are_named_in_its_question(tmp_path, monkeypatch):
+    f = workspace_backup(tmp_path, {"rita": "notebook-home-rita.tar"})
+    running(monkeypatch)
+    asked = []
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or "no")
+    monkeypatch.setattr(backup, "restore_workspaces", lambda *a: pytest.fail("restored without a yes"))
+    backup_tasks.restore(MockContext(run=Result(""), repeat=True), str(f))
+    assert "notebook workspaces of rita" in asked[0] and "servers are stopped" in asked[0]
+
+
+@pytest.mark.parametrize("workspaces", [
+    {"rita": "secrets.tar"},                          # not the workspace's own file
+    {"../rita": "notebook-home-../rita.tar"},         # a path, not a name
+    {"bob": "notebook-home-bob.tar"},                 # not among the manifest's files
+])
+def test_a_manifest_naming_a_strange_workspace_is_refused(tmp_path, workspaces):
+    f = workspace_backup(tmp_path, workspaces)
+    with pytest.raises(FedopsError, match="names the workspace"):
+        backup.backed_up_workspaces(backup.verify(f))

@@ -19,7 +19,8 @@ FEDERATION = {
 }
 ENV = {"FL_NOTEBOOK_IMAGE": "flfed/notebook:1", "FL_NOTEBOOK_NETWORK": "p_fl-notebooks-network",
        "FL_NOTEBOOK_PREFIX": "jupyter-p"}
-SECRETS = {"db_password": "d" * 20, "client_secret": "c" * 20, "cookie_secret": "k" * 32, "crypt_key": "x" * 32}
+SECRETS = {"db_password": "d" * 20, "client_secret": "c" * 20, "cookie_secret": "k" * 32, "crypt_key": "x" * 32,
+           "metrics_token": "m" * 32}
 
 
 def test_browser_urls_are_public_and_back_channel_urls_go_to_the_edge_on_443():
@@ -44,7 +45,7 @@ def test_notebook_settings_come_from_the_federation_and_compose():
     n = ep.settings(FEDERATION, ENV, SECRETS)["notebooks"]
     assert n == {"cpu_limit": 2.0, "mem_limit": "4G", "idle_timeout": 600, "concurrent_spawn_limit": 5,
                  "image": "flfed/notebook:1", "network": "p_fl-notebooks-network", "prefix": "jupyter-p",
-                 "docker_api": "tcp://dockerproxy:2375"}
+                 "docker_api": "tcp://dockerproxy:2375", "gpus": 0}
     defaults = ep.settings({**FEDERATION, "notebooks": None}, ENV, SECRETS)["notebooks"]
     assert defaults["idle_timeout"] == 3600 and defaults["concurrent_spawn_limit"] == 20
 
@@ -89,3 +90,18 @@ def test_secrets_are_read_from_files_and_short_ones_refused(tmp_path):
 def test_the_database_password_goes_to_a_libpq_password_file_escaped():
     s = ep.settings(FEDERATION, ENV, {**SECRETS, "db_password": "a:b\\c" + "x" * 16})
     assert ep.pgpass_line(s) == "postgres:5432:jupyterhub:jupyterhub:a\\:b\\\\c" + "x" * 16 + "\n"
+
+
+def test_the_metrics_token_is_read_from_its_secret_file():
+    assert ep.SECRET_FILES["metrics_token"] == "jupyterhub_metrics_token"
+    assert ep.settings(FEDERATION, ENV, SECRETS)["metrics_token"] == SECRETS["metrics_token"]
+
+
+@pytest.mark.parametrize("value,expected", [("", 0), ("0", 0), ("1", 1), ("2", 2), ("all", -1), ("ALL", -1)])
+def test_gpus_per_server_come_from_the_gpu_profile(value, expected):
+    assert ep.settings(FEDERATION, {**ENV, "FL_NOTEBOOK_GPUS": value}, SECRETS)["notebooks"]["gpus"] == expected
+
+
+def test_a_bad_gpu_count_is_named():
+    with pytest.raises(ep.ConfigError, match="FL_GPUS_PER_NOTEBOOK"):
+        ep.settings(FEDERATION, {**ENV, "FL_NOTEBOOK_GPUS": "many"}, SECRETS)
