@@ -9,7 +9,7 @@ from .. import compose, config, paths
 from ..errors import FedopsError
 from . import bringup
 from .bare import BareFederation
-from .capacity import BENCH_LABEL, probe_capacity
+from .capacity import BENCH_LABEL, CAPACITY_WAVE, probe_capacity
 from .common import log
 from .machine import machine_info, total_memory
 from .memory import MemorySampler, container_processes, merge_peaks
@@ -32,7 +32,8 @@ def run(rounds: int = 3, repeat: int = 2, max_supernodes: int = 120, skip_capaci
     BareFederation(partitions, len(orgs)).preflight()
     client = docker.from_env()
     project = compose.project_name()
-    result = Result(datetime.now(timezone.utc), rounds, repeat, n, machine_info(), max_supernodes=max_supernodes)
+    result = Result(datetime.now(timezone.utc), rounds, repeat, n, machine_info(), max_supernodes=max_supernodes,
+                    capacity_wave=CAPACITY_WAVE)
     if n < len(orgs):
         result.notes.append(f"only {n} of the {len(orgs)} organisations' SuperNodes were online on the "
                             f"stack ({', '.join(online)}), so both modes ran with {n} SuperNodes "

@@ -63,6 +63,12 @@ class CapacityStep:
     def completed(self) -> bool:
         return self.status == "finished:completed"
 
+    @property
+    def clean(self) -> bool:
+        """Completed with every SuperNode's replies: a run that "completes" after
+        SuperNodes failed (FedAvg aggregates what arrived) is no capacity."""
+        return self.completed and self.failures == 0
+
 
 @dataclass
 class Result:
@@ -75,6 +81,7 @@ class Result:
     memory: dict[str, dict] = field(default_factory=dict)   # container -> {service, peak, limit}
     capacity: list[CapacityStep] = field(default_factory=list)
     capacity_note: str = ""
+    capacity_wave: int = 0
     max_supernodes: int = 0
     notes: list[str] = field(default_factory=list)
     bringup: object | None = None      # bringup.BringUp when measured
@@ -95,15 +102,16 @@ class Result:
 
 
 def capacity_summary(steps: list[CapacityStep], cap: int) -> str:
-    done = [s.supernodes for s in steps if s.completed]
-    failed = [s for s in steps if not s.completed]
+    done = [s.supernodes for s in steps if s.clean]
+    failed = [s for s in steps if not s.clean]
     if not steps:
         return "not measured"
     if failed:
         first = failed[0]
+        why = first.status if not first.completed else f"{first.failures} SuperNodes' replies failed"
         if done:
             return (f"a round completed with {max(done)} SuperNodes; with {first.supernodes} it did "
-                    f"not ({first.status})")
+                    f"not ({why})")
         return f"no step completed: with {first.supernodes} SuperNodes: {first.status}"
     return (f"a round completed with {max(done)} SuperNodes, the cap of this probe "
             f"(--max-supernodes {cap}): the machine's limit was not reached")
@@ -195,10 +203,14 @@ def render_report(r: Result) -> str:
         "spread over the existing sites' network namespaces so that they reach the edge",
         "through the site proxies, each with its own freshly generated and registered key,",
         "join the organisations' SuperNodes; at each step a one-round run waits for all of",
-        "them (`--run-config \"num-server-rounds=1 min-nodes=N\"`). The probe stops at the",
-        "first failure or at the cap; the extra containers are removed and their keys",
-        "unregistered afterwards. Extra SuperNodes reuse the organisations' data",
-        "partitions.",
+        "them (`--run-config \"num-server-rounds=1 min-nodes=N max-parallel-nodes=W\"`,",
+        f"W = {r.capacity_wave}: each phase's messages go out W SuperNodes at a time, since",
+        "every message starts a ClientApp process that flwr 1.42 fails unless it starts",
+        "within 30 s, and SuperNodes on one machine share its cores). The probe grows by a",
+        "quarter at a time and stops at the first round that fails or loses a SuperNode's",
+        "reply, when the host's available memory fell below 10 %, or at the cap; the extra",
+        "containers are removed and their keys unregistered afterwards. Extra SuperNodes",
+        "reuse the organisations' data partitions.",
         "",
     ]
     if r.capacity:

@@ -109,3 +109,11 @@ def test_supernode_cost_lists_its_processes_against_the_peak():
     assert "Peak of a SuperNode container during the runs: 300 MiB" in section
     assert "MALLOC_ARENA_MAX" in section          # what was tried, kept beside the module
     assert "Not measured in this run" in report.render_report(result())
+
+
+def test_a_round_that_lost_replies_is_no_capacity():
+    steps = [report.CapacityStep(24, 147.3, "finished:completed"),
+             report.CapacityStep(36, 242.4, "finished:completed", failures=35)]
+    assert not steps[1].clean and steps[1].completed
+    assert report.capacity_summary(steps, 120) == (
+        "a round completed with 24 SuperNodes; with 36 it did not (35 SuperNodes' replies failed)")

@@ -12,10 +12,12 @@ class Replies:
     """A grid whose replies arrive over several pulls (what a SuperLink does)."""
 
     def __init__(self, waves):
-        self.waves, self.pulls = list(waves), 0
+        self.waves, self.pulls, self.pushed = list(waves), 0, []
 
     def push_messages(self, messages):
-        return [f"m{i}" for i, _ in enumerate(messages)]
+        ids = [f"m{len(self.pushed) + i}" for i, _ in enumerate(messages)]
+        self.pushed.append(ids)
+        return ids
 
     def pull_messages(self, ids):
         self.pulls += 1
@@ -34,3 +36,39 @@ def test_a_timeout_returns_what_arrived():
     grid = Replies([["m0"]])
     replies = PollingGrid(grid, 0.01).send_and_receive([object()] * 2, timeout=0.05)
     assert [r.metadata.reply_to_message_id for r in replies] == ["m0"]
+
+
+class Answering:
+    """A grid where every pushed message is answered at the next pull; records how
+    many messages were outstanding at the most."""
+
+    def __init__(self):
+        self.outstanding, self.most, self.count = set(), 0, 0
+
+    def push_messages(self, messages):
+        ids = [f"m{self.count + i}" for i, _ in enumerate(messages)]
+        self.count += len(ids)
+        self.outstanding |= set(ids)
+        self.most = max(self.most, len(self.outstanding))
+        return ids
+
+    def pull_messages(self, ids):
+        got = [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i)) for i in ids]
+        self.outstanding -= set(ids)
+        return got
+
+
+def test_waves_bound_how_many_nodes_work_at_once():
+    grid = Answering()
+    replies = PollingGrid(grid, 0.001, wave=4).send_and_receive([object()] * 10)
+    assert len(replies) == 10 and grid.most == 4
+    grid = Answering()
+    PollingGrid(grid, 0.001).send_and_receive([object()] * 10)
+    assert grid.most == 10                       # no waves: all at once, as flwr does
+
+
+def test_a_timeout_covers_every_wave():
+    grid = Replies([["m0"], [], [], [], [], [], [], [], [], []])
+    replies = PollingGrid(grid, 0.01, wave=1).send_and_receive([object()] * 3, timeout=0.05)
+    assert [r.metadata.reply_to_message_id for r in replies] == ["m0"]
+    assert len(grid.pushed) == 2                 # the third wave was never sent

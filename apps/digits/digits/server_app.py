@@ -17,11 +17,14 @@ from digits import task
 class PollingGrid(Grid):
     """The runtime's Grid, waiting for replies with a short poll: flwr 1.42's
     HttpGrid.send_and_receive sleeps a fixed 3 s between pulls, about 1.5 s lost per
-    phase on average (docs/benchmarks.md, "Where a round's time goes"). Everything
-    else is the runtime's own Grid."""
+    phase on average (docs/benchmarks.md, "Where a round's time goes"). With `wave`
+    > 0 it sends a phase's messages that many at a time, each wave once the previous
+    one has replied: every message starts a ClientApp process, which flwr 1.42 fails
+    unless it starts within 30 s of being claimed, so SuperNodes sharing one machine's
+    CPUs must not all start theirs at once. Everything else is the runtime's own Grid."""
 
-    def __init__(self, grid: Grid, interval: float):
-        self._grid, self._interval = grid, interval
+    def __init__(self, grid: Grid, interval: float, wave: int = 0):
+        self._grid, self._interval, self._wave = grid, interval, wave
 
     def set_run(self, run_id):
         self._grid.set_run(run_id)
@@ -43,17 +46,23 @@ class PollingGrid(Grid):
         return self._grid.pull_messages(message_ids)
 
     def send_and_receive(self, messages, *, timeout=None):
-        """Push, then pull every `interval` until every reply is in or `timeout` (None:
-        no limit) has passed; the replies received, like the runtime's own."""
-        pending = set(self._grid.push_messages(messages))
+        """Push (in waves), then pull every `interval` until every reply is in or
+        `timeout` (None: no limit, else for the whole call) has passed; the replies
+        received, like the runtime's own."""
+        messages = list(messages)
+        size = self._wave if self._wave > 0 else max(len(messages), 1)
         end = None if timeout is None else time.monotonic() + timeout
         replies = []
-        while pending and (end is None or time.monotonic() < end):
-            got = list(self._grid.pull_messages(pending))
-            replies.extend(got)
-            pending.difference_update(m.metadata.reply_to_message_id for m in got)
-            if pending:
-                time.sleep(self._interval)
+        for start in range(0, len(messages), size):
+            if end is not None and time.monotonic() >= end:
+                break
+            pending = set(self._grid.push_messages(messages[start:start + size]))
+            while pending and (end is None or time.monotonic() < end):
+                got = list(self._grid.pull_messages(pending))
+                replies.extend(got)
+                pending.difference_update(m.metadata.reply_to_message_id for m in got)
+                if pending:
+                    time.sleep(self._interval)
         return replies
 
 
@@ -81,8 +90,9 @@ def main(grid: Grid, context: Context) -> None:
         min_available_nodes=min_nodes,
     )
     interval = float(cfg.get("grid-poll-interval", 0.25))
+    wave = int(cfg.get("max-parallel-nodes", 0))
     result = strategy.start(
-        grid=PollingGrid(grid, interval) if interval > 0 else grid,
+        grid=PollingGrid(grid, interval or 3.0, wave) if interval > 0 or wave > 0 else grid,
         initial_arrays=ArrayRecord(task.initial_parameters()),
         num_rounds=num_rounds,
         train_config=ConfigRecord({"local-iterations": int(cfg["local-iterations"])}),
