@@ -19,7 +19,7 @@ GRAFANA = "grafana/grafana:12.4.11"
 
 
 def nothing_pulls(ref: str) -> str:
-    return "lookup registry-1.docker.io: no such host"
+    return "the registry cannot be reached: no such host"
 
 
 def never_asked(ref: str):
