@@ -34,8 +34,14 @@ def open_browser(stack):
 
 
 def test_an_unauthenticated_browser_is_sent_to_sign_in(stack):
+    from selenium.webdriver.common.by import By
     with open_browser(stack) as driver:
-        driver.get(stack.url("prometheus") + PAGE)
+        # from the landing page's link, as a newcomer finds it
+        driver.get(stack.url("landing") + "/")
+        link = chromium.wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, f'a[href$="{PAGE}"]'), 30,
+                                 "the landing page's link to the federation overview")
+        assert link.get_attribute("href") == stack.url("prometheus") + PAGE
+        link.click()
         chromium.wait_for(driver, lambda d: "kc-form-login" in d.page_source, 60, "Keycloak's sign-in form")
         assert driver.current_url.startswith(stack.url("auth") + "/realms/flowerfl/protocol/openid-connect/auth")
         assert "client_id=monitoring" in driver.current_url
