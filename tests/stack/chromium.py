@@ -90,10 +90,15 @@ def browser(ca: Path | None, domain: str = "", timeout: float = 60) -> Iterator:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def screenshot(driver, name: str) -> Path:
-    """Save the page as ARTIFACTS/<name>.png and say where."""
+def screenshot(driver, name: str, full_page: bool = False) -> Path:
+    """Save the page as ARTIFACTS/<name>.png and say where. `full_page`: the window is
+    made as tall as the document first (at most 4000 pixels)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
+    if full_page:
+        height = driver.execute_script(
+            "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
+        driver.set_window_size(driver.get_window_size()["width"], min(int(height) + 120, 4000))
     assert driver.save_screenshot(str(path)), f"no screenshot saved to {path}"
     print(f"\nscreenshot: {path}")
     return path

@@ -34,8 +34,14 @@ def open_browser(stack):
 
 
 def test_an_unauthenticated_browser_is_sent_to_sign_in(stack):
+    from selenium.webdriver.common.by import By
     with open_browser(stack) as driver:
-        driver.get(stack.url("prometheus") + PAGE)
+        # from the landing page's link, as a newcomer finds it
+        driver.get(stack.url("landing") + "/")
+        link = chromium.wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, f'a[href$="{PAGE}"]'), 30,
+                                 "the landing page's link to the federation overview")
+        assert link.get_attribute("href") == stack.url("prometheus") + PAGE
+        link.click()
         chromium.wait_for(driver, lambda d: "kc-form-login" in d.page_source, 60, "Keycloak's sign-in form")
         assert driver.current_url.startswith(stack.url("auth") + "/realms/flowerfl/protocol/openid-connect/auth")
         assert "client_id=monitoring" in driver.current_url
@@ -43,11 +49,12 @@ def test_an_unauthenticated_browser_is_sent_to_sign_in(stack):
         chromium.screenshot(driver, "federation-overview-sign-in")
 
 
-def test_a_viewer_sees_every_organisations_supernodes(stack, viewer):
+def test_a_viewer_sees_every_organisations_supernodes_and_a_run(stack, viewer):
     from selenium.webdriver.common.by import By
 
-    from stackenv import wait_all_online
+    from stackenv import completed_run, wait_all_online
     wait_all_online(stack)
+    run_id = completed_run()
     organisations = {o.name for o in stack.fed.organisations}
     password = json.loads(stack.secret("keycloak_users"))[viewer]
     with open_browser(stack) as driver:
@@ -62,13 +69,21 @@ def test_a_viewer_sees_every_organisations_supernodes(stack, viewer):
             rows = d.find_elements(By.CSS_SELECTOR, "#supernodes tr.organisation")
             return {r.get_attribute("data-organisation"): r.find_elements(By.TAG_NAME, "td")[3].text for r in rows}
 
-        def all_online(d) -> bool:
-            if states(d) == {o: "online" for o in organisations}:
+        def runs(d) -> dict[str, str]:
+            return {r.get_attribute("data-run"): r.find_elements(By.TAG_NAME, "td")[2].text
+                    for r in d.find_elements(By.CSS_SELECTOR, "#recent-runs tr.run")}
+
+        def all_online_and_the_run(d) -> bool:
+            if states(d) == {o: "online" for o in organisations} and runs(d).get(run_id) == "finished:completed":
                 return True
             d.refresh()            # fl-exporter is scraped every 30 s
             return False
 
-        chromium.wait_for(driver, all_online, 150, f"every organisation online on the page {organisations}")
+        chromium.wait_for(driver, all_online_and_the_run, 180,
+                          f"every organisation online {organisations} and run {run_id} completed, on the page")
+        counts = {r.find_elements(By.TAG_NAME, "td")[0].text: int(r.find_elements(By.TAG_NAME, "td")[1].text)
+                  for r in driver.find_elements(By.CSS_SELECTOR, "#runs-by-status tr")[1:]}
+        assert counts.get("finished:completed", 0) >= 1, counts
         # the other sections render (with data or saying there is none), and the edge's
         # certificates are there: the blackbox exporter probes every public hostname
         for section in ("runs-by-status", "recent-runs", "round-metrics", "certificates", "alerts"):
@@ -77,4 +92,4 @@ def test_a_viewer_sees_every_organisations_supernodes(stack, viewer):
                  for r in driver.find_elements(By.CSS_SELECTOR, "#certificates tr.certificate")}
         assert hosts == set(stack.rendered()["hostnames"]), hosts
         assert "error executing template" not in driver.page_source.lower()
-        chromium.screenshot(driver, "federation-overview")
+        chromium.screenshot(driver, "federation-overview", full_page=True)

@@ -30,6 +30,11 @@ def stop_from_the_home_page(driver, hub: str) -> None:
     from selenium.webdriver.common.by import By
     driver.get(f"{hub}/hub/home")
     stop = chromium.wait_for(driver, lambda d: d.find_element(By.ID, "stop"), 60, "the Stop My Server button")
+    # home.js is loaded by require.js after the page: a click before it has hooked the
+    # button does nothing
+    chromium.wait_for(driver, lambda d: d.execute_script(
+        "return !!(window.jQuery && jQuery._data(document.getElementById('stop'), 'events'))"), 60,
+        "the hub's home.js to hook Stop My Server")
     stop.click()
     # home.js swaps the buttons once the hub's API has taken the stop
     chromium.wait_for(driver, lambda d: d.find_element(By.ID, "start").text.strip() == "Start My Server"
