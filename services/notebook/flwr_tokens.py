@@ -110,6 +110,19 @@ def store(address: str, state: dict) -> None:
     creds.set(REFRESH_TOKEN_STORE_KEY % address, (state.get("refresh_token") or "").encode())
 
 
+# JupyterLab's kernels set these so that tools colour what they print into a cell
+# (ipykernel's init_environment); rich then colours `--format json` too, which a
+# program reading the output (json.loads in a cell) cannot parse.
+FORCED_COLOUR = ("FORCE_COLOR", "CLICOLOR_FORCE")
+
+
+def cli_environment(args: list[str], env: dict[str, str]) -> dict[str, str]:
+    """The CLI's environment: JSON output is for programs, never forced into colour."""
+    wants_json = "--format=json" in args or any(
+        a == "--format" and b == "json" for a, b in zip(args, args[1:]))
+    return {k: v for k, v in env.items() if not (wants_json and k in FORCED_COLOUR)}
+
+
 def main() -> None:
     args = sys.argv[1:]
     address = control_address()
@@ -126,7 +139,7 @@ def main() -> None:
             elif action == "ended":
                 print(SESSION_ENDED, file=sys.stderr)
     if args[:1] != ["--fl-tokens-only"]:
-        os.execv(FLWR, [FLWR, *args])
+        os.execve(FLWR, [FLWR, *args], cli_environment(args, dict(os.environ)))
 
 
 if __name__ == "__main__":

@@ -215,6 +215,8 @@ def test_after_the_sso_session_ended_flwr_in_a_cell_says_to_run_flwr_login(stack
             assert admin.post(f"/users/{user['id']}/logout").status_code == 204
         wait_until(before["claims"]["exp"] + 3)
         after = k.run('print(json.dumps(flwr("ls", CONNECTION, "--format", "json")))').last_json()
-    assert after["rc"] != 0, after
+    # refused: a non-zero exit, or (with --format json, which exits 0) success false
+    assert after["rc"] != 0 or json.loads(after["out"])["success"] is False, after
     assert "single sign-on session has ended" in after["err"] and "`flwr login`" in after["err"], after
+    assert "Run `flwr login`" in after["out"]              # the Control API's gate says so too
     assert f"refreshing {USER}'s tokens failed" in stack.logs("jupyterhub")

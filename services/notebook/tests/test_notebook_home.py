@@ -158,3 +158,14 @@ def test_a_flwr_login_of_the_users_own_is_kept_when_the_hub_cannot_renew(tmp_pat
 def test_no_auth_state_at_the_hub_is_said_plainly(tmp_path, hub):
     proc = wrapper(tmp_path, hub, {}, "--fl-tokens-only")
     assert proc.returncode == 0 and "holds no tokens" in proc.stderr
+
+
+@pytest.mark.parametrize("args,coloured", [
+    (["ls", "--format", "json"], False), (["run", ".", "fl", "--format=json"], False),
+    (["ls"], True), (["log", "1", "fl", "--stream"], True), (["ls", "--format", "default"], True),
+])
+def test_json_output_is_never_forced_into_colour(args, coloured):
+    kernel_env = {"FORCE_COLOR": "1", "CLICOLOR_FORCE": "1", "PATH": "/usr/bin", "HOME": "/home/jovyan"}
+    env = tokens.cli_environment(args, kernel_env)
+    assert ("FORCE_COLOR" in env and "CLICOLOR_FORCE" in env) is coloured
+    assert env["PATH"] == "/usr/bin" and env["HOME"] == "/home/jovyan"
