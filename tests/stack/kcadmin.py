@@ -20,3 +20,11 @@ def user(admin: httpx.Client, username: str) -> dict:
     found = admin.get("/users", params={"username": username, "exact": "true"}).json()
     assert found, f"no user {username}"
     return found[0]
+
+
+def add_to_group(stack, username: str, group_name: str) -> str:
+    """Make a realm user a member of a group (idempotent); returns the username."""
+    with admin_client(stack) as admin:
+        group = next(g for g in admin.get("/groups").json() if g["name"] == group_name)
+        admin.put(f"/users/{user(admin, username)['id']}/groups/{group['id']}").raise_for_status()
+    return username

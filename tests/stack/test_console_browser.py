@@ -22,11 +22,7 @@ def browser_present():
 @pytest.fixture(scope="module")
 def viewer(stack) -> str:
     """observer, with the realm role monitoring_viewer (group monitoring_viewers)."""
-    with kcadmin.admin_client(stack) as admin:
-        group = next(g for g in admin.get("/groups").json() if g["name"] == "monitoring_viewers")
-        user = kcadmin.user(admin, "observer")
-        admin.put(f"/users/{user['id']}/groups/{group['id']}").raise_for_status()
-    return "observer"
+    return kcadmin.add_to_group(stack, "observer", "monitoring_viewers")
 
 
 def open_browser(stack):

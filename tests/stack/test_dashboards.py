@@ -150,10 +150,7 @@ def sign_in(stack, http, username: str):
 
 def test_a_monitoring_viewer_signs_in_as_viewer_and_sees_the_dashboards(stack, grafana):
     import kcadmin
-    with kcadmin.admin_client(stack) as admin:
-        group = next(g for g in admin.get("/groups").json() if g["name"] == "monitoring_viewers")
-        user = kcadmin.user(admin, "observer")
-        admin.put(f"/users/{user['id']}/groups/{group['id']}").raise_for_status()
+    kcadmin.add_to_group(stack, "observer", "monitoring_viewers")
     with browser(stack) as http:
         sign_in(stack, http, "observer")
         me = http.get(stack.url("grafana") + "/api/user")

@@ -158,11 +158,7 @@ def sign_in(stack, http, name: str, username: str):
 def viewer(stack) -> str:
     """A user with the realm role monitoring_viewer (through group monitoring_viewers)."""
     import kcadmin
-    with kcadmin.admin_client(stack) as admin:
-        group = next(g for g in admin.get("/groups").json() if g["name"] == "monitoring_viewers")
-        user = kcadmin.user(admin, "observer")
-        admin.put(f"/users/{user['id']}/groups/{group['id']}").raise_for_status()
-    return "observer"
+    return kcadmin.add_to_group(stack, "observer", "monitoring_viewers")
 
 
 @pytest.mark.parametrize("name", UIS)
