@@ -30,7 +30,8 @@ CONNECTION = os.environ["FL_CONNECTION_NAME"]
 
 def flwr(*args, timeout=600):
     p = subprocess.run(["flwr", *args], capture_output=True, text=True, timeout=timeout)
-    return {"rc": p.returncode, "out": p.stdout[-4000:], "err": p.stderr[-4000:]}
+    # the whole output: `flwr ls --format json` grows with every run the SuperLink keeps
+    return {"rc": p.returncode, "out": p.stdout, "err": p.stderr[-4000:]}
 
 def stored_claims():
     # the access token flwr will send (its claims only: no token in the test's output)
