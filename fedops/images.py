@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 from pathlib import Path
 
@@ -44,43 +43,25 @@ def label(image: str) -> str:
     return image.rsplit("/", 1)[-1].split(":", 1)[0]
 
 
-def _ignore_rules(context: Path) -> list[tuple[bool, str, re.Pattern]]:
-    """The context's .dockerignore as (exception, pattern, regex), in order. Docker's
-    rules: `*` and `?` stay within one path segment, `**` spans any number; a pattern
-    matches a path or any folder above it; the last matching line decides; `!` lets a
-    path back in."""
+def _ignore_rules(context: Path):
+    """The context's .dockerignore as the Docker SDK's own matcher (Docker's rules: `*`
+    within one path segment, `**` across any, a pattern also covers what is below a
+    folder it matches, the last matching line decides, `!` lets a path back in)."""
+    from docker.utils.build import PatternMatcher
     path = context / ".dockerignore"
-    if not path.is_file():
-        return []
-    rules = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        exception = line.startswith("!")
-        pattern = os.path.normpath(line[1:].strip() if exception else line).lstrip("/")
-        rx = ""
-        for part in re.split(r"(\*\*/?|\*|\?)", pattern):
-            rx += {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part, re.escape(part))
-        rules.append((exception, pattern, re.compile(rx)))
-    return rules
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return PatternMatcher([line.strip() for line in lines if line.strip() and not line.strip().startswith("#")])
 
 
 def _ignored(rel: str, rules) -> bool:
-    parts = rel.split("/")
-    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-    out = False
-    for exception, _, rx in rules:
-        if any(rx.fullmatch(p) for p in prefixes):
-            out = not exception
-    return out
+    return rel == ".dockerignore" or rules.matches(rel)    # its rules count, not the file
 
 
 def context_files(context: Path) -> list[Path]:
     """The files of a build context that reach the builder: .dockerignore and IGNORED
     left out (folders nothing could let back in are not even walked)."""
     rules = _ignore_rules(context)
-    exceptions = [pattern for exception, pattern, _ in rules if exception]
+    exceptions = [p.cleaned_pattern for p in rules.patterns if p.exclusion]
     out = []
     for folder, dirs, files in os.walk(context):
         rel_dir = os.path.relpath(folder, context)
