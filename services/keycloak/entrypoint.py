@@ -30,6 +30,16 @@ import jinja2
 
 REALM = "flowerfl"
 KC_SH = "/opt/keycloak/bin/kc.sh"
+# The user events counted in keycloak_user_events_total (label `event`; a failed
+# sign-in is event "login" with a non-empty `error`).
+USER_EVENT_METRICS = (
+    "login",
+    "logout",
+    "code_to_token",
+    "refresh_token",
+    "user_disabled_by_temporary_lockout",
+    "user_disabled_by_permanent_lockout",
+)
 FEDERATION_FILE = Path(os.environ.get("FL_FEDERATION_FILE", "/etc/fl/federation.json"))
 SECRETS_DIR = Path(os.environ.get("FL_SECRETS_DIR", "/run/secrets"))
 TLS_DIR = Path(os.environ.get("FL_TLS_DIR", "/etc/fl/tls"))
@@ -256,6 +266,10 @@ def keycloak_environment(auth_url: str, db_password: str, base: Mapping[str, str
         "KC_PROXY_HEADERS": "xforwarded",
         # /health and /metrics on the management port, HTTPS with the same certificate.
         "KC_HTTP_MANAGEMENT_PORT": "9000",
+        # keycloak_user_events_total (enabled at build) for these events only: sign-ins
+        # and their failures, sign-outs, and brute-force lockouts (alert
+        # KeycloakBruteForceLockout, services/prometheus/rules/alerts.yml).
+        "KC_EVENT_METRICS_USER_EVENTS": ",".join(USER_EVENT_METRICS),
         # Outgoing TLS from Keycloak trusts the project CA (plus Java's defaults).
         "KC_TRUSTSTORE_PATHS": str(ca),
         # One node; sessions persist in PostgreSQL.

@@ -51,6 +51,7 @@ ZONES = ("services", "clients", "monitoring", "superlink", "notebooks")
 
 DEFAULT_UPSTREAMS = {
     "keycloak": "keycloak:8443",      # HTTPS, verified against the project CA
+    "keycloak_management": "keycloak:9000",  # HTTPS, verified: /metrics for the monitoring zone
     "superlink": "superlink:8000",    # HTTPS, verified against the project CA
     "ctlgate": "ctlgate:8081",        # HTTPS, verified: /status, /auth, login calls
     "postgres": "postgres:5432",      # TCP pass-through (administration port)
@@ -71,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "error_log_level": "warn",
     "ecdh_curves": "X25519MLKEM768:X25519:prime256v1:secp384r1",
     "block_master_realm": True,
-    "status_port": 8080,          # internal listener: stub_status, SuperLink health
+    "status_port": 8080,          # internal listener: stub_status, SuperLink health, Keycloak metrics
     # Debian's dynamic stream module (libnginx-mod-stream), for the pass-through.
     "stream_module": "/usr/lib/nginx/modules/ngx_stream_module.so",
     "admin_postgres_port": 5432,  # pass-through to PostgreSQL (published on the admin address)

@@ -60,6 +60,26 @@ def wait_all_online(stack, timeout: float = 240) -> None:
         time.sleep(3)
 
 
+def wait_for(what: str, within: float, check, detail, every: float = 5):
+    """Call check() until it returns something true; returns (seconds taken, that value).
+    After `within` seconds, fails naming `what` and what detail() says of the state."""
+    start = time.time()
+    while True:
+        value = check()
+        if value:
+            return time.time() - start, value
+        if time.time() - start > within:
+            raise AssertionError(f"{what}: not within {within:.0f} s; {detail()}")
+        time.sleep(every)
+
+
+def alertmanager_alerts(stack, **labels: str) -> list[dict]:
+    """Alertmanager's alerts whose labels equal `labels` (its API, from the monitoring network)."""
+    from urllib.parse import quote
+    flt = "&".join("filter=" + quote(f'{k}="{v}"') for k, v in labels.items())
+    return prometheus_api(stack, f"http://alertmanager:9093/api/v2/alerts?{flt}")
+
+
 def prometheus_api(stack, url: str) -> dict:
     """GET a JSON API on the monitoring network, from inside the Prometheus container
     (python3 is there; nothing of the monitoring network is published)."""

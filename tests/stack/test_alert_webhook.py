@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import time
-from urllib.parse import quote
 
 import pytest
 
 from fedops import compose, engine, paths
 
-from stackenv import online_by_org, prometheus_api, wait_all_online
+from stackenv import alertmanager_alerts, online_by_org, prometheus_api, wait_all_online, wait_for
 
 PORT = 8080
 # Prints each POST's body as one line on stdout (the test reads the container's log).
@@ -108,20 +107,8 @@ def same_time(a: str, b: str) -> bool:
     return ms(a) == ms(b)
 
 
-def alertmanager_alerts(stack, org: str) -> list[dict]:
-    flt = quote('alertname="SuperNodeOffline"') + "&filter=" + quote(f'organisation="{org}"')
-    return prometheus_api(stack, f"http://alertmanager:9093/api/v2/alerts?filter={flt}")
-
-
-def wait_for(what: str, within: float, check, detail):
-    start = time.time()
-    while True:
-        value = check()
-        if value:
-            return time.time() - start, value
-        if time.time() - start > within:
-            raise AssertionError(f"{what}: not within {within:.0f} s; {detail()}")
-        time.sleep(5)
+def offline_alerts(stack, org: str) -> list[dict]:
+    return alertmanager_alerts(stack, alertname="SuperNodeOffline", organisation=org)
 
 
 def test_a_stopped_supernode_fires_at_the_webhook_and_resolves(stack, receiver):
@@ -136,8 +123,8 @@ def test_a_stopped_supernode_fires_at_the_webhook_and_resolves(stack, receiver):
     try:
         took, alerts = wait_for(
             f"SuperNodeOffline for {org} firing in Alertmanager", FIRE_WITHIN,
-            lambda: [a for a in alertmanager_alerts(stack, org) if a["status"]["state"] == "active"],
-            lambda: f"SuperNodes {online_by_org()}, Alertmanager {alertmanager_alerts(stack, org)}")
+            lambda: [a for a in offline_alerts(stack, org) if a["status"]["state"] == "active"],
+            lambda: f"SuperNodes {online_by_org()}, Alertmanager {offline_alerts(stack, org)}")
         print(f"\n{service} stopped: SuperNodeOffline active in Alertmanager after {took:.0f} s")
         assert alerts[0]["labels"]["severity"] == "critical"
         starts_at = alerts[0]["startsAt"]       # this instance of the alert
@@ -153,8 +140,8 @@ def test_a_stopped_supernode_fires_at_the_webhook_and_resolves(stack, receiver):
     took, resolved = wait_for(
         "the resolved SuperNodeOffline POSTed to the webhook receiver", RESOLVE_WITHIN,
         lambda: notified(receiver, org, "resolved", starts_at),
-        lambda: f"SuperNodes {online_by_org()}, Alertmanager {alertmanager_alerts(stack, org)}, "
+        lambda: f"SuperNodes {online_by_org()}, Alertmanager {offline_alerts(stack, org)}, "
                 f"the receiver got {notifications(receiver)}")
     print(f"  {service} started again: resolved notification {time.time() - started:.0f} s later")
     assert resolved[0]["endsAt"] > resolved[0]["startsAt"]
-    assert not [a for a in alertmanager_alerts(stack, org) if a["status"]["state"] == "active"]
+    assert not [a for a in offline_alerts(stack, org) if a["status"]["state"] == "active"]

@@ -21,7 +21,8 @@ from stackenv import prometheus_query as query
 MONITORING = ("prometheus", "alertmanager", "node-exporter", "nginx-exporter", "postgres-exporter",
               "blackbox-exporter", "fl-exporter")
 RULES = yaml.safe_load((paths.SERVICES_DIR / "prometheus" / "rules" / "alerts.yml").read_text())
-JOBS = {"prometheus", "alertmanager", "node", "nginx", "postgres", "blackbox", "ctlgate", "fl", "edge", "jupyterhub"}
+JOBS = {"prometheus", "alertmanager", "node", "nginx", "postgres", "blackbox", "ctlgate", "fl", "edge", "jupyterhub",
+        "keycloak"}
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +194,72 @@ def test_a_signed_in_user_without_the_role_is_refused(stack):
         assert page.status_code == 403, (page.status_code, page.text[:300])
         r = http.get(stack.url("prometheus") + UIS["prometheus"])
         assert r.status_code == 302
+
+
+# ---- Keycloak's metrics: brute-force lockouts counted and alerted -----------------------
+
+LOCKOUT = "user_disabled_by_temporary_lockout"
+
+
+@pytest.fixture
+def lockout_user(stack):
+    """A throwaway realm user (a random password nobody uses), deleted after the test
+    with its brute-force record."""
+    import secrets
+
+    import kcadmin
+    username = "lockout-probe"
+    with kcadmin.admin_client(stack) as admin:
+        for old in admin.get("/users", params={"username": username, "exact": "true"}).json():
+            admin.delete(f"/users/{old['id']}").raise_for_status()
+        admin.post("/users", json={
+            "username": username, "enabled": True, "email": f"{username}@example.org",
+            "emailVerified": True, "firstName": "Lockout", "lastName": "Probe",
+            "credentials": [{"type": "password", "value": secrets.token_urlsafe(24), "temporary": False}],
+        }).raise_for_status()
+        created = kcadmin.user(admin, username)
+        failures = admin.get("").json()["failureFactor"]
+    yield username, failures
+    with kcadmin.admin_client(stack) as admin:
+        admin.delete(f"/attack-detection/brute-force/users/{created['id']}")
+        admin.delete(f"/users/{created['id']}").raise_for_status()
+
+
+def lockouts(stack) -> float:
+    found = query(stack, f'sum(keycloak_user_events_total{{realm="flowerfl",event="{LOCKOUT}"}})')
+    return float(found[0]["value"][1]) if found else 0.0
+
+
+def test_a_brute_force_lockout_is_counted_and_alerted(stack, targets, lockout_user):
+    """Keycloak's user-event metrics reach Prometheus through the edge (job keycloak),
+    and repeated wrong passwords at the sign-in form fire KeycloakBruteForceLockout."""
+    from oidc import submit_login
+
+    from stackenv import alertmanager_alerts, wait_for
+    username, failures = lockout_user
+    assert query(stack, 'up{job="keycloak"}')[0]["value"][1] == "1"
+    assert query(stack, 'keycloak_user_events_total{realm="flowerfl",event="login"}'), \
+        "no sign-in counted: the suite's earlier sign-ins should show"
+    before = lockouts(stack)
+    with browser(stack) as http:
+        page = http.get(stack.url("prometheus") + "/", follow_redirects=True)
+        for attempt in range(failures):
+            page = submit_login(http, page, username, f"wrong-{attempt}")
+            assert page.status_code == 200 and 'id="kc-form-login"' in page.text, \
+                f"attempt {attempt + 1}: {page.status_code} {page.text[:300]}"
+    took, after = wait_for(
+        f"{LOCKOUT} counted in Prometheus", 90, lambda: lockouts(stack) > before and lockouts(stack),
+        lambda: f"{query(stack, 'keycloak_user_events_total')}")
+    print(f"\nlockout of {username} after {failures} wrong passwords: in Prometheus after {took:.0f} s "
+          f"({before:.0f} -> {after:.0f})")
+    took, alerts = wait_for(
+        "KeycloakBruteForceLockout active in Alertmanager", 120,
+        lambda: [a for a in alertmanager_alerts(stack, alertname="KeycloakBruteForceLockout")
+                 if a["status"]["state"] == "active"],
+        lambda: f"Prometheus ALERTS {query(stack, 'ALERTS')}")
+    print(f"  KeycloakBruteForceLockout active in Alertmanager {took:.0f} s later")
+    assert alerts[0]["labels"]["realm"] == "flowerfl" and alerts[0]["labels"]["event"] == LOCKOUT
+    assert alerts[0]["labels"]["severity"] == "warning"
 
 
 # ---- the federation as metrics (services/fl-exporter) and the read-only account ----------

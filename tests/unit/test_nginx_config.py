@@ -118,6 +118,16 @@ def test_stub_status_answers_only_the_monitoring_zone(conf):
     assert zone_map(conf, "internal") == {"monitoring", "services"}
 
 
+def test_keycloak_metrics_only_for_the_monitoring_zone_over_verified_tls(conf):
+    internal = conf[conf.index("listen 8080;"):]
+    block = internal[internal.index("location = /keycloak/metrics"):]
+    block = block[:block.index("\n        }")]
+    assert block.index("if ($edge_zone != monitoring)") < block.index("proxy_pass")
+    assert "proxy_pass https://$keycloak_management_upstream/metrics;" in block
+    assert "proxy_ssl_verify on;" in block and "proxy_ssl_name keycloak;" in block
+    assert "set $keycloak_management_upstream keycloak:9000;" in internal
+
+
 def test_administration_ports_pass_through_for_the_outside_world_only(conf):
     stream = conf[conf.index("\nstream {"):]
     assert conf.startswith("load_module /usr/lib/nginx/modules/ngx_stream_module.so;") or \

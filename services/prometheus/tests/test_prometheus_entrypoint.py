@@ -36,10 +36,13 @@ def test_every_public_host_is_probed_through_the_edge(entry):
 def test_services_are_found_by_name_and_ctlgate_over_verified_tls(entry):
     jobs = {j["job_name"]: j for j in rendered(entry)["scrape_configs"]}
     assert {"prometheus", "alertmanager", "node", "nginx", "postgres", "blackbox", "ctlgate", "dcgm",
-            "fl", "edge"} == set(jobs)
+            "fl", "edge", "keycloak"} == set(jobs)
     assert jobs["ctlgate"]["scheme"] == "https"
     assert jobs["ctlgate"]["tls_config"] == {"ca_file": "/etc/fl/tls/ca.crt", "server_name": "ctlgate"}
     assert jobs["node"]["dns_sd_configs"][0]["names"] == ["node-exporter"]
+    # Keycloak through the edge's internal listener, never directly.
+    assert jobs["keycloak"]["static_configs"][0]["targets"] == ["nginx:8080"]
+    assert jobs["keycloak"]["metrics_path"] == "/keycloak/metrics"
 
 
 def test_rules_and_alertmanager_are_wired(entry):
