@@ -69,6 +69,9 @@ class Notebooks:
     mem_limit: str = "2G"               # memory per server (Docker's units: 512M, 2G)
     idle_timeout: int = 3600            # seconds without activity before a server is stopped (0: never)
     concurrent_spawn_limit: int = 20    # servers starting at once (the OPS manual's figure)
+    # what servers may reach on the internet, through the egress proxy: nothing (the
+    # default), ("*",) for any public destination, or host names / .domains
+    egress: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,8 @@ class Federation:
             ],
             "notebooks": {"cpu_limit": self.notebooks.cpu_limit, "mem_limit": self.notebooks.mem_limit,
                           "idle_timeout": self.notebooks.idle_timeout,
-                          "concurrent_spawn_limit": self.notebooks.concurrent_spawn_limit},
+                          "concurrent_spawn_limit": self.notebooks.concurrent_spawn_limit,
+                          "egress": list(self.notebooks.egress)},
         }
 
 
@@ -224,6 +228,29 @@ def parse(data: dict, source: str = "federation.yaml") -> Federation:
                       notebooks=parse_notebooks(data.get("notebooks") or {}, source))
 
 
+EGRESS_DOMAIN_RE = re.compile(r"^\.?([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
+def parse_egress(raw: Any, source: str) -> tuple[str, ...]:
+    """notebooks.egress: [] (nothing), ["*"] (any public destination) or host names and
+    .domains (a leading dot admits subdomains)."""
+    hint = (f"set 'notebooks.egress' in {source} to [] (no internet), [\"*\"] (any public "
+            "destination) or a list of host names such as [example.org, .example.ac.uk]")
+    if raw is None or raw is False:
+        return ()
+    if raw is True:
+        return ("*",)
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise FedopsError(f"{source}: 'notebooks.egress' must be a list of host names, not {raw!r}", hint)
+    items = tuple(dict.fromkeys(x.strip().lower() for x in raw if x.strip()))
+    if "*" in items and len(items) > 1:
+        raise FedopsError(f"{source}: 'notebooks.egress' lists '*' (any destination) with other names", hint)
+    bad = [x for x in items if x != "*" and not EGRESS_DOMAIN_RE.match(x)]
+    if bad:
+        raise FedopsError(f"{source}: 'notebooks.egress' has {', '.join(map(repr, bad))}, not host names", hint)
+    return items
+
+
 def parse_notebooks(raw: Any, source: str) -> Notebooks:
     if not isinstance(raw, dict):
         raise FedopsError(f"{source}: 'notebooks' must be a mapping", "see federation.yaml for its keys")
@@ -240,7 +267,7 @@ def parse_notebooks(raw: Any, source: str) -> Notebooks:
     if not re.fullmatch(r"[1-9][0-9]*[KMG]?", mem):
         raise FedopsError(f"{source}: 'notebooks.mem_limit' {mem!r} is not a memory size",
                           f"fix 'notebooks.mem_limit' in {source}, for example 2G or 512M")
-    return Notebooks(cpu_limit=float(cpu), mem_limit=mem,
+    return Notebooks(cpu_limit=float(cpu), mem_limit=mem, egress=parse_egress(raw.get("egress", []), source),
                      idle_timeout=_int(raw.get("idle_timeout", d.idle_timeout), "notebooks.idle_timeout",
                                        source, 0, 30 * 86400),
                      concurrent_spawn_limit=_int(raw.get("concurrent_spawn_limit", d.concurrent_spawn_limit),

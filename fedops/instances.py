@@ -16,7 +16,7 @@ from . import engine, paths
 # Subnets are /24s from this range (not Docker's default pools), checked against the
 # engine's networks and the host's routes.
 SUBNET_RANGE = ipaddress.ip_network("10.200.0.0/13")
-NETWORKS = ("SERVICES", "CLIENTS", "MONITORING", "SUPERLINK", "INGRESS", "NOTEBOOKS", "DOCKERAPI")
+NETWORKS = ("SERVICES", "CLIENTS", "MONITORING", "SUPERLINK", "INGRESS", "NOTEBOOKS", "DOCKERAPI", "EGRESS")
 PORTS = ("FL_HTTPS_PORT", "FL_HTTP_PORT", "FL_POSTGRES_PORT", "FL_KEYCLOAK_ADMIN_PORT")
 # Machine facts an instance takes over from the operator's settings: how to build
 # images here, nothing about the deployment itself.

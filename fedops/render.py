@@ -56,7 +56,9 @@ def compose_env(fed: Federation, https_port: int | None = None) -> str:
     domain, the public hostnames (the edge's network aliases) and URLs, the service users."""
     port = https_port if https_port is not None else int(compose.setting("FL_HTTPS_PORT", "443"))
     values = {"FL_DOMAIN": fed.domain, "FL_NUM_PARTITIONS": str(len(fed.organisations)),
-              **services.compose_variables(fed, port), "FL_DOCKER_GID": str(docker_socket_gid())}
+              **services.compose_variables(fed, port), "FL_DOCKER_GID": str(docker_socket_gid()),
+              # the egress proxy's allow-list (services/egress-proxy): a change restarts it
+              "FL_NOTEBOOKS_EGRESS": ",".join(fed.notebooks.egress)}
     return ("# Rendered from federation.yaml and fedops/services.py by the tasks; do not edit.\n"
             + "".join(f"{k}={v}\n" for k, v in values.items()))
 

@@ -96,6 +96,8 @@ SERVICES: tuple[Service, ...] = (
     # FL_DOCKER_GID) and talks plain HTTP on its own network: no certificate.
     Service("jupyterhub", 10060, public=("hub",)),
     Service("dockerproxy", 10061, certificate=False),
+    # the notebook servers' forward proxy to the internet (plain HTTP proxy protocol)
+    Service("egress-proxy", 10062, certificate=False),
     # phase 5.2 monitoring: Prometheus' certificate names its public host (for the edge's
     # sign-on gate to come); the others serve plain HTTP on the monitoring network only
     Service("prometheus", 10070, public=("prometheus",)),

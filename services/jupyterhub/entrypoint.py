@@ -105,6 +105,9 @@ def notebook_settings(raw: dict | None, env: dict[str, str]) -> dict:
         raise ConfigError(f"FL_NOTEBOOK_PREFIX={prefix!r} must start with 'jupyter-' and be a Docker name")
     out["prefix"] = prefix
     out["docker_api"] = env.get("FL_DOCKER_API", "tcp://dockerproxy:2375").strip()
+    # the servers' HTTP(S)_PROXY (services/egress-proxy decides what it lets out); empty:
+    # none set, the servers reach nothing beyond the notebooks network
+    out["egress_proxy"] = env.get("FL_NOTEBOOK_EGRESS_PROXY", "").strip()
     out["gpus"] = gpus(env.get("FL_NOTEBOOK_GPUS", ""))
     return out
 
@@ -166,6 +169,8 @@ def settings(federation: dict, env: dict[str, str], secrets: dict[str, str]) -> 
             "admin_groups": ["jupyter_admins"],
         },
         "notebooks": notebook_settings(federation.get("notebooks"), env),
+        # what the servers reach directly (through the edge), never through the egress proxy
+        "no_proxy": ",".join([*sorted(set(hostnames.values())), "localhost", "127.0.0.1"]),
     }
 
 

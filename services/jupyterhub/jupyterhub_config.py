@@ -111,6 +111,12 @@ c.DockerSpawner.environment = {
     "FL_CONTROL_ADDRESS": f"{S['control_host']}:443",
     "FL_CONNECTION_NAME": S["connection_name"],
 }
+if n["egress_proxy"]:
+    # The internet only through the egress proxy (what federation.yaml's notebooks.egress
+    # admits); the platform's own hosts are reached directly, through the edge.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        c.DockerSpawner.environment[name] = n["egress_proxy"]
+    c.DockerSpawner.environment.update({"NO_PROXY": S["no_proxy"], "no_proxy": S["no_proxy"]})
 c.DockerSpawner.extra_create_kwargs = {"labels": {"fl.notebook.prefix": n["prefix"]}}
 c.DockerSpawner.extra_host_config = {
     "cap_drop": ["ALL"],

@@ -3,6 +3,7 @@ rule, the filtering Docker API proxy, notebook servers on the notebooks network.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import ssl
 import subprocess
@@ -300,6 +301,101 @@ print(json.dumps(results))
         check = docker_exec(server, "python3", "-c",
                             f"import urllib.request; print(urllib.request.urlopen('https://{stack.hostname(name)}/', timeout=10).status)")
         assert "SSL" not in check.stderr and "refused" not in check.stderr, check.stderr[-500:]
+
+
+# ---- the internet: only through the egress proxy, only what notebooks.egress admits ----
+
+FETCH = """
+import json, sys, urllib.error, urllib.request
+out = {}
+for url in json.loads(sys.argv[1]):
+    try:
+        out[url] = urllib.request.urlopen(url, timeout=20).status     # HTTP(S)_PROXY from the env
+    except urllib.error.HTTPError as exc:
+        out[url] = f"{exc.code} {exc.headers.get('X-Squid-Error', '')}".strip()
+    except Exception as exc:
+        out[url] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(out))
+"""
+
+
+def fetch(server: str, urls: list[str]) -> dict[str, str]:
+    done = docker_exec(server, "python3", "-c", FETCH, json.dumps(urls))
+    assert done.returncode == 0, done.stderr[-1000:]
+    return json.loads(done.stdout)
+
+
+def private_urls(stack) -> list[str]:
+    """Destinations inside the platform (by names the proxy resolves, and PostgreSQL by
+    its address) and, when its address is a private one, this machine."""
+    import ipaddress
+
+    from test_zones import host_address
+    cid = stack.compose("ps", "-q", "postgres").stdout.strip()
+    attrs = json.loads(subprocess.run(["docker", "inspect", cid], capture_output=True, text=True).stdout)[0]
+    postgres = next(n["IPAddress"] for n in attrs["NetworkSettings"]["Networks"].values() if n["IPAddress"])
+    urls = ["http://nginx:8080/nginx_status", "http://jupyterhub:8081/hub/api/", "http://egress-proxy:3128/",
+            f"http://{postgres}:5432/"]
+    if ipaddress.ip_address(host_address()).is_private:
+        urls.append(f"http://{host_address()}:22/")
+    return urls
+
+
+def refused(answer: str) -> bool:
+    """The proxy's refusal (403 ERR_ACCESS_DENIED) or, for HTTPS, its tunnel refused."""
+    return answer.startswith("403") or "Tunnel connection failed: 403" in answer
+
+
+def test_a_notebook_server_reaches_the_internet_only_through_the_egress_proxy(stack, server):
+    env = docker_exec(server, "printenv", "HTTPS_PROXY", "NO_PROXY").stdout.split()
+    assert env[0] == "http://egress-proxy:3128"
+    assert {stack.hostname(n) for n in ("control", "auth", "hub")} <= set(env[1].split(","))
+    # notebooks.egress is [] by default: the proxy refuses everything, with its own page
+    answers = fetch(server, ["http://example.org/", "https://example.org/", *private_urls(stack)])
+    print("\negress [] (default):", json.dumps(answers, indent=1))
+    assert all(refused(a) for a in answers.values()), answers
+    assert answers["http://example.org/"] == "403 ERR_ACCESS_DENIED"
+
+
+def test_an_egress_setting_lets_notebooks_install_packages_but_never_reach_the_platform(stack, server):
+    """notebooks.egress ["*"] in federation.local.yaml and `invoke up`: pip in a notebook
+    server downloads a package from its default index through the proxy; the platform's
+    services and this machine stay refused. Put back afterwards."""
+    import yaml
+
+    from fedops import compose, paths
+    local = paths.LOCAL_CONFIG
+    saved = local.read_text() if local.exists() else None
+    data = (yaml.safe_load(saved) or {}) if saved else {}
+    data.setdefault("notebooks", {})["egress"] = ["*"]
+    try:
+        local.write_text(yaml.safe_dump(data))
+        up = stack.invoke("up", "--no-build", check=False)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
+        assert "egress-proxy" in up.stdout, up.stdout[-2000:]
+        # Behind a TLS-intercepting proxy (this machine's builds use FL_BUILD_EXTRA_CA),
+        # pip needs that CA too; on a machine with a direct way out it needs nothing.
+        cert = []
+        extra = compose.settings().get("FL_BUILD_EXTRA_CA", "")
+        if extra and not extra.endswith("no-extra-ca.pem") and os.path.isfile(extra):
+            subprocess.run(["docker", "cp", extra, f"{server}:/tmp/extra-ca.pem"], check=True)
+            cert = ["--cert", "/tmp/extra-ca.pem"]
+        pip = docker_exec(server, "/opt/venv/bin/pip", "download", "--no-deps", "--disable-pip-version-check",
+                          "-d", "/tmp/egress-check", *cert, "flwr==1.42.0", timeout=300)
+        assert pip.returncode == 0, pip.stdout[-1500:] + pip.stderr[-1500:]
+        assert "Saved" in pip.stdout or "already" in pip.stdout, pip.stdout[-500:]
+        answers = fetch(server, private_urls(stack))
+        print("\negress [*]:", json.dumps(answers, indent=1))
+        assert all(refused(a) for a in answers.values()), answers
+    finally:
+        if saved is None:
+            local.unlink(missing_ok=True)
+        else:
+            local.write_text(saved)
+        up = stack.invoke("up", "--no-build", check=False)
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
+    # back to nothing
+    assert fetch(server, ["http://example.org/"])["http://example.org/"] == "403 ERR_ACCESS_DENIED"
 
 
 def stored_access_token(server: str) -> str:

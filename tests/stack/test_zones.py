@@ -140,14 +140,20 @@ def host_address() -> str:
 
 
 def test_internal_networks_have_no_way_out(stack):
-    """Every network but the edge's ingress is internal and the ingress one has no NAT;
-    measured: no container but the edge reaches a listener on this machine's own
-    address (outside the engine), nor an address on the internet."""
+    """Every network but the edge's ingress and the egress proxy's is internal, the
+    ingress one has no NAT, and only the egress proxy is on the egress network;
+    measured: no container but those two reaches a listener on this machine's own
+    address (outside the engine), nor an address on the internet. (What the egress
+    proxy lets through: tests/stack/test_notebooks.py.)"""
     model = json.loads(compose.call("config", "--format", "json").stdout)
     for name, net in model["networks"].items():
         if name == "fl-ingress-network":
             assert not net.get("internal")
             assert net["driver_opts"]["com.docker.network.bridge.enable_ip_masquerade"] == "false"
+        elif name == "fl-egress-network":
+            assert not net.get("internal")
+            members = [s for s, svc in model["services"].items() if name in (svc.get("networks") or {})]
+            assert members == ["egress-proxy"], members
         else:
             assert net.get("internal") is True, name
     info = inspect_all(stack)
@@ -158,8 +164,8 @@ def test_internal_networks_have_no_way_out(stack):
                    "internet": {"addresses": ["192.0.2.10"], "port": 443, "probe": "tcp"}}   # TEST-NET-1
         reached = {}
         for service, attrs in info.items():
-            if service == "nginx" or attrs["HostConfig"]["NetworkMode"].startswith("container:"):
-                continue   # the edge: its ingress network; a SuperNode: its proxy's namespace
+            if service in ("nginx", "egress-proxy") or attrs["HostConfig"]["NetworkMode"].startswith("container:"):
+                continue   # the edge, the egress proxy: their own networks; a SuperNode: its proxy's namespace
             results = run_probe(attrs["Id"], image, outside)
             reached.update({f"{service} -> {t}": r for t, r in results.items() if r.startswith("allowed")})
     assert not reached, reached

@@ -61,3 +61,20 @@ def test_public_view_has_no_secrets(fed):
     public = fed.public()
     assert public["num_partitions"] == 3
     assert "password" not in str(public).lower()
+
+
+# ---- notebooks.egress: what notebook servers may reach through the egress proxy -------
+
+def test_notebook_egress_is_nothing_by_default_and_star_or_names_otherwise():
+    from fedops.config import parse_egress, parse_notebooks
+    assert parse_notebooks({}, "f.yaml").egress == ()
+    assert parse_egress(["*"], "f.yaml") == ("*",) and parse_egress(True, "f.yaml") == ("*",)
+    assert parse_egress([" Example.org", ".ac.uk", "example.org"], "f.yaml") == ("example.org", ".ac.uk")
+
+
+@pytest.mark.parametrize("raw", [["*", "example.org"], ["http://example.org"], ["localhost"], "example.org", [3]])
+def test_bad_notebook_egress_is_refused_with_what_to_write(raw):
+    from fedops.config import parse_egress
+    with pytest.raises(FedopsError) as exc:
+        parse_egress(raw, "federation.local.yaml")
+    assert "notebooks.egress" in exc.value.problem and "[\"*\"]" in exc.value.fix

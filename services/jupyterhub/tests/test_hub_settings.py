@@ -45,9 +45,16 @@ def test_notebook_settings_come_from_the_federation_and_compose():
     n = ep.settings(FEDERATION, ENV, SECRETS)["notebooks"]
     assert n == {"cpu_limit": 2.0, "mem_limit": "4G", "idle_timeout": 600, "concurrent_spawn_limit": 5,
                  "image": "flfed/notebook:1", "network": "p_fl-notebooks-network", "prefix": "jupyter-p",
-                 "docker_api": "tcp://dockerproxy:2375", "gpus": 0}
+                 "docker_api": "tcp://dockerproxy:2375", "gpus": 0, "egress_proxy": ""}
     defaults = ep.settings({**FEDERATION, "notebooks": None}, ENV, SECRETS)["notebooks"]
     assert defaults["idle_timeout"] == 3600 and defaults["concurrent_spawn_limit"] == 20
+
+
+def test_servers_get_the_egress_proxy_and_reach_the_platform_hosts_directly():
+    s = ep.settings(FEDERATION, {**ENV, "FL_NOTEBOOK_EGRESS_PROXY": "http://egress-proxy:3128"}, SECRETS)
+    assert s["notebooks"]["egress_proxy"] == "http://egress-proxy:3128"
+    assert s["no_proxy"].split(",") == ["auth.fl.example.org", "control.fl.example.org", "hub.fl.example.org",
+                                        "localhost", "127.0.0.1"]
 
 
 @pytest.mark.parametrize("change,message", [
