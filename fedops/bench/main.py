@@ -7,14 +7,47 @@ from pathlib import Path
 
 from .. import compose, config, paths
 from ..errors import FedopsError
-from . import bringup
+from . import bringup, footprint, notebooks
 from .bare import BareFederation
 from .capacity import BENCH_LABEL, CAPACITY_WAVE, probe_capacity
 from .common import log
 from .machine import machine_info, total_memory
 from .memory import MemorySampler, container_processes, merge_peaks
-from .report import REPORT, Result, TARGET_RATIO, capacity_summary, fmt, render_report
+from .report import REPORT, Result, TARGET_RATIO, capacity_summary, fmt, render_report, splice
 from .stackrun import check_stack, time_stack
+
+
+# Parts `--only` re-measures, each its own section of the report; the rest of the
+# report is kept as the last full run wrote it.
+PARTS = ("monitoring", "notebooks")
+
+
+def run_parts(parts: tuple[str, ...], report: Path = REPORT) -> Result:
+    """Measure only `parts` and put their sections into the existing report."""
+    import docker
+
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise FedopsError(f"--only: unknown part(s) {', '.join(unknown) or '(none)'}",
+                          f"choose from {', '.join(PARTS)}, comma-separated")
+    if not report.exists():
+        raise FedopsError(f"{report} does not exist: --only updates a report", "run invoke bench once first")
+    fed = config.load()
+    client, project = docker.from_env(), compose.project_name()
+    check_stack(fed)
+    result = Result(datetime.now(timezone.utc), 0, 0, 0, machine_info())
+    text = report.read_text()
+    stamp = f"(measured {result.started:%Y-%m-%d %H:%M} UTC by `invoke bench --only {','.join(parts)}`)"
+    if "monitoring" in parts:
+        log("monitoring: the stack's memory by phase, Prometheus' series, samples and TSDB")
+        result.footprint = footprint.measure(client, project)
+        text = splice(text, footprint.render(result.footprint) + ["", stamp])
+    if "notebooks" in parts:
+        result.notebooks = notebooks.measure(fed, client, project)
+        text = splice(text, notebooks.render(result.notebooks) + ["", stamp])
+    report.write_text(text)
+    log(f"updated {', '.join(parts)} in {report.relative_to(paths.ROOT) if report.is_relative_to(paths.ROOT) else report}")
+    return result
 
 
 def run(rounds: int = 3, repeat: int = 2, max_supernodes: int = 120, skip_capacity: bool = False,
@@ -82,6 +115,14 @@ def run(rounds: int = 3, repeat: int = 2, max_supernodes: int = 120, skip_capaci
                 log(f"capacity probe failed: {exc}")
         if result.capacity:
             log(f"capacity: {capacity_summary(result.capacity, max_supernodes)}")
+
+    log("monitoring: the stack's memory by phase, Prometheus' series, samples and TSDB")
+    result.footprint = footprint.measure(client, project)
+    try:
+        result.notebooks = notebooks.measure(fed, client, project)
+    except FedopsError as exc:
+        result.notes.append(f"notebook servers not measured: {exc.problem}")
+        log(f"notebooks not measured: {exc}")
 
     if not skip_bringup:
         result.bringup = bringup.measure(cold_build=not skip_cold_build)

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .. import paths
+from . import footprint, notebooks
 from .common import APP, MIB
 
 
@@ -86,6 +87,8 @@ class Result:
     notes: list[str] = field(default_factory=list)
     bringup: object | None = None      # bringup.BringUp when measured
     supernode_processes: list[dict] = field(default_factory=list)   # memory.container_processes
+    footprint: object | None = None    # footprint.Footprint when measured
+    notebooks: object | None = None    # notebooks.NotebookFigures when measured
 
     def clean(self, mode: str) -> list[Timing]:
         return [t for t in self.timings if t.mode == mode and t.clean]
@@ -227,6 +230,8 @@ def render_report(r: Result) -> str:
     else:
         lines.append(f"Not measured in this run{': ' + r.capacity_note if r.capacity_note else ''}.")
     lines += render_bringup(r.bringup)
+    lines += footprint.render(r.footprint) if r.footprint else []
+    lines += notebooks.render(r.notebooks)
     lines += ["", ROUND_BREAKDOWN.read_text().rstrip()]
     if r.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in r.notes]
@@ -290,3 +295,20 @@ def render_bringup(b) -> list[str]:
     if b.note:
         lines += ["", f"Note: {b.note}."]
     return lines
+
+
+def splice(text: str, section: list[str]) -> str:
+    """The report `text` with one section (lines from a render function, its first
+    `## ` line the heading) put in place of the section of that heading, up to the next
+    `## ` heading; a section the report lacks goes before `## Notes`, else at the end."""
+    heading = next(line for line in section if line.startswith("## "))
+    body = "\n".join(section).strip("\n")
+    lines = text.rstrip("\n").split("\n")
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    else:
+        start = end = lines.index("## Notes") if "## Notes" in lines else len(lines)
+    before = "\n".join(lines[:start]).rstrip("\n")
+    after = "\n".join(lines[end:]).lstrip("\n")
+    return before + "\n\n" + body + "\n" + ("\n" + after + "\n" if after else "")

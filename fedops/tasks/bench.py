@@ -12,17 +12,23 @@ from . import clear_errors
                       "fails or the host's available memory falls below 10%",
     "skip_capacity": "skip the capacity probe (no extra SuperNode containers are started)",
     "skip_bringup": "skip the bring-up and rebuild timings (no throwaway deployment)",
-    "skip_cold_build": "time bring-up, but not the cold build of every image (--no-cache takes minutes)"})
+    "skip_cold_build": "time bring-up, but not the cold build of every image (--no-cache takes minutes)",
+    "only": "re-measure only these parts, comma-separated (monitoring, notebooks), and update their "
+            "sections of docs/benchmarks.md, keeping the rest"})
 @clear_errors
 def bench(c, rounds=3, repeat=2, max_supernodes=120, skip_capacity=False, skip_bringup=False,
-          skip_cold_build=False):
+          skip_cold_build=False, only=""):
     """Benchmark the full stack against bare Flower; writes docs/benchmarks.md.
 
     Times the same app, rounds and SuperNode count on the running stack and on bare flwr
     processes (insecure, no containers), records the containers' peak memory and how
     many SuperNodes still complete a round, then times bring-up and rebuilds on a
     throwaway deployment of its own. Needs the running stack (`invoke up`); it only adds
-    and removes its own containers (label fl.bench=1) and deployment (flbench-*)."""
+    and removes its own containers (label fl.bench=1) and deployment (flbench-*), and its
+    own throwaway notebook users (bench-nb-NN) with their servers and volumes."""
+    if only:
+        bench_.run_parts(tuple(p.strip() for p in only.split(",") if p.strip()))
+        return
     result = bench_.run(rounds=int(rounds), repeat=int(repeat), max_supernodes=int(max_supernodes),
                         skip_capacity=skip_capacity, skip_bringup=skip_bringup,
                         skip_cold_build=skip_cold_build)

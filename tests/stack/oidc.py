@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
-import re
 import secrets
 import ssl
 import time
@@ -13,26 +11,11 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlparse
 
 import httpx
 
-FORM_RE = re.compile(r'<form[^>]*id="(?P<id>[^"]+)"[^>]*action="(?P<action>[^"]+)"', re.S)
-ANY_FORM_RE = re.compile(r'<form[^>]*action="(?P<action>[^"]+)"', re.S)
+from fedops.signin import form_action, submit_login  # noqa: F401 - the tests' names
 
 
 def realm_url(stack) -> str:
     return f"{stack.url('auth')}/realms/flowerfl"
-
-
-def form_action(page: str, form_id: str | None = None) -> str:
-    for m in FORM_RE.finditer(page):
-        if form_id is None or m.group("id") == form_id:
-            return html.unescape(m.group("action"))
-    m = ANY_FORM_RE.search(page)
-    assert m, f"no form on the page: {page[:500]}"
-    return html.unescape(m.group("action"))
-
-
-def submit_login(http: httpx.Client, page: httpx.Response, username: str, password: str) -> httpx.Response:
-    action = urljoin(str(page.url), form_action(page.text, "kc-form-login"))
-    return http.post(action, data={"username": username, "password": password, "credentialId": ""})
 
 
 def pkce_pair() -> tuple[str, str]:

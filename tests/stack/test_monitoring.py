@@ -204,25 +204,17 @@ LOCKOUT = "user_disabled_by_temporary_lockout"
 @pytest.fixture
 def lockout_user(stack):
     """A throwaway realm user (a random password nobody uses), deleted after the test
-    with its brute-force record."""
+    with its brute-force record; and the realm's failures before a lockout."""
     import secrets
 
     import kcadmin
     username = "lockout-probe"
     with kcadmin.admin_client(stack) as admin:
-        for old in admin.get("/users", params={"username": username, "exact": "true"}).json():
-            admin.delete(f"/users/{old['id']}").raise_for_status()
-        admin.post("/users", json={
-            "username": username, "enabled": True, "email": f"{username}@example.org",
-            "emailVerified": True, "firstName": "Lockout", "lastName": "Probe",
-            "credentials": [{"type": "password", "value": secrets.token_urlsafe(24), "temporary": False}],
-        }).raise_for_status()
-        created = kcadmin.user(admin, username)
+        kcadmin.create_user(admin, username, secrets.token_urlsafe(24))
         failures = admin.get("").json()["failureFactor"]
     yield username, failures
     with kcadmin.admin_client(stack) as admin:
-        admin.delete(f"/attack-detection/brute-force/users/{created['id']}")
-        admin.delete(f"/users/{created['id']}").raise_for_status()
+        kcadmin.delete_user(admin, username)
 
 
 def lockouts(stack) -> float:
