@@ -3,7 +3,7 @@
 import httpx
 
 from fedops import kcadmin
-from fedops.kcadmin import create_user, delete_user, user  # noqa: F401 - the tests' names
+
 
 
 def admin_client(stack) -> httpx.Client:

@@ -2,10 +2,12 @@
 several test folders each have one)."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import time
+import types
 from pathlib import Path
 
 from fedops import config, federation
@@ -58,6 +60,35 @@ def wait_all_online(stack, timeout: float = 240) -> None:
         if time.time() > deadline:
             raise AssertionError(f"SuperNodes not all online after {timeout:.0f}s: {states}")
         time.sleep(3)
+
+
+@contextlib.contextmanager
+def local_config(stack, change):
+    """federation.local.yaml of the test deployment changed by `change(data)` and
+    `invoke up --no-build` run; yields that up's output. Afterwards the file is put back
+    and `invoke up --no-build` runs again (its output: the `restored` attribute)."""
+    import yaml
+
+    from fedops import paths
+    local = paths.LOCAL_CONFIG
+    saved = local.read_text() if local.exists() else None
+    data = (yaml.safe_load(saved) or {}) if saved else {}
+    change(data)
+    outcome = types.SimpleNamespace(up=None, restored=None)
+    try:
+        local.write_text(yaml.safe_dump(data))
+        up = stack.invoke("up", "--no-build", check=False)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
+        outcome.up = up.stdout
+        yield outcome
+    finally:
+        if saved is None:
+            local.unlink(missing_ok=True)
+        else:
+            local.write_text(saved)
+        restored = stack.invoke("up", "--no-build", check=False)
+        outcome.restored = restored.stdout
+    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-2000:]
 
 
 def wait_for(what: str, within: float, check, detail, every: float = 5):

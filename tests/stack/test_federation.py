@@ -313,19 +313,16 @@ def test_an_organisation_added_to_the_config_joins_with_invoke_up_and_can_be_off
     """Add an organisation in federation.local.yaml, `invoke up`: certificate, SuperNode
     key, registration and site follow, and it takes part in a run. Then the offboarding
     procedure: out of the config, `invoke up`, `ca.revoke`, `fl.unregister`."""
-    import yaml
+    from stackenv import local_config
     name = f"new{int(time.time()) % 100000}"   # unique: a revoked name is never re-issued
-    local = paths.LOCAL_CONFIG
-    saved = local.read_text() if local.exists() else None
-    data = (yaml.safe_load(saved) or {}) if saved else {}
-    data["organisations"] = [{"name": o.name, "display_name": o.display_name}
-                             for o in stack.fed.organisations] + [{"name": name, "display_name": "New Test Clinic"}]
-    try:
-        local.write_text(yaml.safe_dump(data))
-        up = stack.invoke("up", "--no-build", check=False)
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
-        assert f"org-{name} issued" in up.stdout and f"{name} registered" in up.stdout
-        assert f"supernode-{name}" in up.stdout and f"siteproxy-{name}" in up.stdout
+
+    def add(data: dict) -> None:
+        data["organisations"] = [{"name": o.name, "display_name": o.display_name} for o in stack.fed.organisations
+                                 ] + [{"name": name, "display_name": "New Test Clinic"}]
+
+    with local_config(stack, add) as cfg:
+        assert f"org-{name} issued" in cfg.up and f"{name} registered" in cfg.up
+        assert f"supernode-{name}" in cfg.up and f"siteproxy-{name}" in cfg.up
         assert (paths.SECRETS_DIR / "supernodes" / f"{name}.key").exists()
         assert (paths.DEPLOY_DIR / f"org-{name}" / "tls.crt").exists()
         deadline = time.time() + 240
@@ -337,13 +334,6 @@ def test_an_organisation_added_to_the_config_joins_with_invoke_up_and_can_be_off
         assert row["status"] == "finished:completed", row
         log = federation.admin(["log", row["run-id"], federation.ADMIN_CONNECTION], timeout=60).stdout
         assert re.search(r"Sampled 4 nodes|Received 4 results", log), log[-2000:]
-    finally:
-        if saved is None:
-            local.unlink(missing_ok=True)
-        else:
-            local.write_text(saved)
-        up = stack.invoke("up", "--no-build", check=False)
-    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
     assert f"supernode-{name}" not in stack.compose("ps", "--all", "--format", "{{.Service}}").stdout
     stack.invoke("ca.revoke", f"org-{name}")
     out = stack.invoke("fl.unregister", name).stdout

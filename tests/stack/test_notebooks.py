@@ -361,18 +361,11 @@ def test_an_egress_setting_lets_notebooks_install_packages_but_never_reach_the_p
     """notebooks.egress ["*"] in federation.local.yaml and `invoke up`: pip in a notebook
     server downloads a package from its default index through the proxy; the platform's
     services and this machine stay refused. Put back afterwards."""
-    import yaml
+    from fedops import compose
 
-    from fedops import compose, paths
-    local = paths.LOCAL_CONFIG
-    saved = local.read_text() if local.exists() else None
-    data = (yaml.safe_load(saved) or {}) if saved else {}
-    data.setdefault("notebooks", {})["egress"] = ["*"]
-    try:
-        local.write_text(yaml.safe_dump(data))
-        up = stack.invoke("up", "--no-build", check=False)
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
-        assert "egress-proxy" in up.stdout, up.stdout[-2000:]
+    from stackenv import local_config
+    with local_config(stack, lambda data: data.setdefault("notebooks", {}).update(egress=["*"])) as cfg:
+        assert "egress-proxy" in cfg.up, cfg.up[-2000:]
         # Behind a TLS-intercepting proxy (this machine's builds use FL_BUILD_EXTRA_CA),
         # pip needs that CA too; on a machine with a direct way out it needs nothing.
         cert = []
@@ -387,13 +380,6 @@ def test_an_egress_setting_lets_notebooks_install_packages_but_never_reach_the_p
         answers = fetch(server, private_urls(stack))
         print("\negress [*]:", json.dumps(answers, indent=1))
         assert all(refused(a) for a in answers.values()), answers
-    finally:
-        if saved is None:
-            local.unlink(missing_ok=True)
-        else:
-            local.write_text(saved)
-        up = stack.invoke("up", "--no-build", check=False)
-    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
     # back to nothing
     assert fetch(server, ["http://example.org/"])["http://example.org/"] == "403 ERR_ACCESS_DENIED"
 
