@@ -47,14 +47,16 @@ BENCH_HEALTH_PORT = 19300
 
 
 def capacity_steps(start: int, cap: int, step: int) -> list[int]:
-    """The SuperNode counts to try: from start, growing by a quarter each time (at least
-    `step`, in multiples of it), up to cap (cap itself always the last step)."""
+    """The SuperNode counts to try: from start, doubling each time (in multiples of
+    `step`), up to cap (cap itself always the last step). A round's time grows with the
+    SuperNodes in it, so doubling reaches the machine's limit in few rounds; the limit
+    is then known to within a factor of two (the report gives both counts)."""
     if cap < start:
         return [start]
+    unit = max(step, 1)
     steps, n = [start], start
     while n < cap:
-        grow = max(step, (n // 4) // max(step, 1) * max(step, 1))
-        n = min(cap, n + grow)
+        n = min(cap, max(n + unit, 2 * n // unit * unit))
         steps.append(n)
     return steps
 

@@ -1,4 +1,6 @@
 """`invoke bench`: the full stack against bare Flower processes (docs/benchmarks.md)."""
+import signal
+
 from invoke import Exit, task
 
 from .. import bench as bench_
@@ -26,6 +28,9 @@ def bench(c, rounds=3, repeat=2, max_supernodes=120, skip_capacity=False, skip_b
     throwaway deployment of its own. Needs the running stack (`invoke up`); it only adds
     and removes its own containers (label fl.bench=1) and deployment (flbench-*), and its
     own throwaway notebook users (bench-nb-NN) with their servers and volumes."""
+    # `kill` (SIGTERM) cleans up like Ctrl-C: bench containers removed, keys unregistered,
+    # throwaway users deleted.
+    signal.signal(signal.SIGTERM, _interrupt)
     if only:
         bench_.run_parts(tuple(p.strip() for p in only.split(",") if p.strip()))
         return
@@ -37,3 +42,7 @@ def bench(c, rounds=3, repeat=2, max_supernodes=120, skip_capacity=False, skip_b
         raise Exit("no ratio: a stack or bare run did not complete (see docs/benchmarks.md)", code=1)
     print(f"\nstack/bare: {q:.2f}x (target <= {bench_.TARGET_RATIO:.2f}x: "
           f"{'met' if q <= bench_.TARGET_RATIO else 'NOT met'}); report: docs/benchmarks.md")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

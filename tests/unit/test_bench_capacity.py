@@ -5,14 +5,12 @@ from fedops import paths
 from fedops.bench import capacity
 
 
-def test_capacity_steps_grow_by_a_quarter_in_multiples_of_the_sites():
-    assert capacity.capacity_steps(3, 12, 3) == [3, 6, 9, 12]
-    assert capacity.capacity_steps(3, 10, 3) == [3, 6, 9, 10]
+def test_capacity_steps_double_in_multiples_of_the_sites_up_to_the_cap():
+    assert capacity.capacity_steps(3, 120, 3) == [3, 6, 12, 24, 48, 96, 120]
+    assert capacity.capacity_steps(3, 10, 3) == [3, 6, 10]
     assert capacity.capacity_steps(3, 2, 3) == [3]
-    steps = capacity.capacity_steps(3, 120, 3)
-    assert steps[:6] == [3, 6, 9, 12, 15, 18] and steps[-1] == 120
-    assert steps[10] - steps[9] == (steps[9] // 4) // 3 * 3 >= 6       # larger steps later
-    assert len(steps) < 25
+    assert capacity.capacity_steps(4, 50, 4) == [4, 8, 16, 32, 50]
+    assert capacity.capacity_steps(5, 30, 3) == [5, 9, 18, 30]     # multiples of the sites' count
 
 
 def test_the_probe_stops_when_memory_runs_short():
