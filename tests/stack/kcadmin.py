@@ -3,7 +3,9 @@
 import httpx
 
 from fedops import kcadmin
+from fedops.kcadmin import create_user, delete_user, user
 
+__all__ = ["admin_client", "add_to_group", "create_user", "delete_user", "user"]
 
 
 def admin_client(stack) -> httpx.Client:
