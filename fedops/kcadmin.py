@@ -61,7 +61,7 @@ def create_user(admin: httpx.Client, username: str, password: str, groups: tuple
     delete_user(admin, username)
     admin.post("/users", json={
         "username": username, "enabled": True, "email": f"{username}@example.org", "emailVerified": True,
-        "firstName": username, "lastName": "(throwaway)",
+        "firstName": "Throwaway", "lastName": "User",
         "credentials": [{"type": "password", "value": password, "temporary": False}],
     }).raise_for_status()
     for g in groups:
