@@ -372,9 +372,9 @@ def test_an_egress_setting_lets_notebooks_install_packages_but_never_reach_the_p
         extra = compose.settings().get("FL_BUILD_EXTRA_CA", "")
         if extra and not extra.endswith("no-extra-ca.pem") and os.path.isfile(extra):
             with open(extra, "rb") as bundle:
-                subprocess.run(["docker", "exec", "-i", server, "sh", "-c", "cat > /tmp/extra-ca.pem"],
-                               stdin=bundle, check=True, timeout=60)
-            cert = ["--cert", "/tmp/extra-ca.pem"]
+                copied = subprocess.run(["docker", "exec", "-i", server, "sh", "-c", 'f=$(mktemp); cat > "$f"; echo "$f"'],
+                                        stdin=bundle, capture_output=True, check=True, timeout=60)
+            cert = ["--cert", copied.stdout.decode().strip()]
         pip = docker_exec(server, "/opt/venv/bin/pip", "download", "--no-deps", "--disable-pip-version-check",
                           "-d", "/tmp/egress-check", *cert, "flwr==1.42.0", timeout=300)
         assert pip.returncode == 0, pip.stdout[-1500:] + pip.stderr[-1500:]
