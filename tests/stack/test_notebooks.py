@@ -367,16 +367,19 @@ def test_an_egress_setting_lets_notebooks_install_packages_but_never_reach_the_p
     with local_config(stack, lambda data: data.setdefault("notebooks", {}).update(egress=["*"])) as cfg:
         assert "egress-proxy" in cfg.up, cfg.up[-2000:]
         # Behind a TLS-intercepting proxy (this machine's builds use FL_BUILD_EXTRA_CA),
-        # pip needs that CA too; on a machine with a direct way out it needs nothing.
-        cert = []
+        # pip needs that CA too (the server's SSL_CERT_FILE holds the system roots and
+        # the project CA); on a machine with a direct way out it needs nothing.
+        trust = []
         extra = compose.settings().get("FL_BUILD_EXTRA_CA", "")
         if extra and not extra.endswith("no-extra-ca.pem") and os.path.isfile(extra):
             with open(extra, "rb") as bundle:
                 copied = subprocess.run(["docker", "exec", "-i", server, "sh", "-c", 'f=$(mktemp); cat > "$f"; echo "$f"'],
                                         stdin=bundle, capture_output=True, check=True, timeout=60)
-            cert = ["--cert", copied.stdout.decode().strip()]
-        pip = docker_exec(server, "/opt/venv/bin/pip", "download", "--no-deps", "--disable-pip-version-check",
-                          "-d", "/tmp/egress-check", *cert, "flwr==1.42.0", timeout=300)
+            bundle_in = copied.stdout.decode().strip()
+            trust = ["-e", f"SSL_CERT_FILE={bundle_in}", "-e", f"REQUESTS_CA_BUNDLE={bundle_in}"]
+        pip = subprocess.run(["docker", "exec", *trust, server, "/opt/venv/bin/pip", "download", "--no-deps",
+                              "--disable-pip-version-check", "-d", "/tmp/egress-check", "flwr==1.42.0"],
+                             capture_output=True, text=True, timeout=300)
         assert pip.returncode == 0, pip.stdout[-1500:] + pip.stderr[-1500:]
         assert "Saved" in pip.stdout or "already" in pip.stdout, pip.stdout[-500:]
         answers = fetch(server, private_urls(stack))
