@@ -41,6 +41,7 @@ def remove_stale_projects() -> list[str]:
                 stale.add(project)
     for project in sorted(stale):
         label = f"{engine.PROJECT_LABEL}={project}"
+        engine.remove_notebooks(project, volumes=True)     # the hub's, not Compose's
         for ctr in _labelled("containers", label):
             ctr.remove(force=True)
         for kind in ("volumes", "networks"):
