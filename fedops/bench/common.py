@@ -26,15 +26,16 @@ def _float(value) -> float | None:
 
 @contextmanager
 def sigint_deferred():
-    """Clean-up must not be cut short by a second Ctrl-C (main thread only)."""
+    """Clean-up must not be cut short by a second Ctrl-C or a `kill` (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received = []
-    old = signal.signal(signal.SIGINT, lambda *a: received.append(a))
+    old = {sig: signal.signal(sig, lambda *a: received.append(a)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     if received:
         raise KeyboardInterrupt
