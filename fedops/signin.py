@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -36,7 +37,20 @@ def submit_login(http: httpx.Client, page: httpx.Response, username: str, passwo
     return http.post(action, data={"username": username, "password": password, "credentialId": ""})
 
 
+_getaddrinfo = socket.getaddrinfo
+
+
+def _loopback_for_localhost(host, port, *args, **kwargs):
+    """Names under .localhost are this machine (RFC 6761), as browsers resolve them;
+    glibc does not, and the default domain (fl.localhost) is such a name."""
+    name = host.decode() if isinstance(host, bytes) else host
+    if isinstance(name, str) and name.lower().rstrip(".").endswith(".localhost"):
+        host = "127.0.0.1"
+    return _getaddrinfo(host, port, *args, **kwargs)
+
+
 def client(ca: Path, timeout: float = 60) -> httpx.Client:
+    socket.getaddrinfo = _loopback_for_localhost
     return httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=timeout)
 
 

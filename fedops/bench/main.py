@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+import httpx
+
 from .. import compose, config, paths
 from ..errors import FedopsError
 from . import bringup, footprint, notebooks
@@ -120,8 +122,8 @@ def run(rounds: int = 3, repeat: int = 2, max_supernodes: int = 120, skip_capaci
     result.footprint = footprint.measure(client, project)
     try:
         result.notebooks = notebooks.measure(fed, client, project)
-    except FedopsError as exc:
-        result.notes.append(f"notebook servers not measured: {exc.problem}")
+    except (FedopsError, OSError, httpx.HTTPError) as exc:
+        result.notes.append(f"notebook servers not measured: {getattr(exc, 'problem', exc)}")
         log(f"notebooks not measured: {exc}")
 
     if not skip_bringup:
