@@ -2,7 +2,7 @@
 running server (the image present), the hub's and an idle server's memory, and many
 users starting their servers at once.
 
-Throwaway realm users `bench-nb-NN` (group jupyter_users, random passwords) sign in at
+Throwaway realm users `benchnbNN` (group jupyter_users, random passwords) sign in at
 hub.<domain> through Keycloak and the edge, as a browser would (fedops/signin.py), and
 start their own servers through the hub's REST API. Afterwards their servers are
 stopped, their hub records (as the first jupyter_admins user), home volumes and realm
@@ -22,7 +22,9 @@ from ..signin import HubUser
 from .common import MIB, log, sigint_deferred
 from .footprint import idle_memory
 
-USER_PREFIX = "bench-nb-"
+# Letters and digits only: DockerSpawner escapes other characters in container and
+# volume names (bench-nb -> bench-2dnb), and the clean-up finds them by this prefix.
+USER_PREFIX = "benchnb"
 
 
 @dataclass

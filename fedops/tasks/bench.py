@@ -27,7 +27,7 @@ def bench(c, rounds=3, repeat=2, max_supernodes=120, skip_capacity=False, skip_b
     many SuperNodes still complete a round, then times bring-up and rebuilds on a
     throwaway deployment of its own. Needs the running stack (`invoke up`); it only adds
     and removes its own containers (label fl.bench=1) and deployment (flbench-*), and its
-    own throwaway notebook users (bench-nb-NN) with their servers and volumes."""
+    own throwaway notebook users (benchnbNN) with their servers and volumes."""
     # `kill` (SIGTERM) cleans up like Ctrl-C: bench containers removed, keys unregistered,
     # throwaway users deleted.
     signal.signal(signal.SIGTERM, _interrupt)
