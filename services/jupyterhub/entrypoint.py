@@ -33,6 +33,9 @@ SETTINGS_FILE = Path(os.environ.get("FL_HUB_SETTINGS", "/tmp/jupyterhub/settings
 CONFIG_FILE = "/opt/jupyterhub/jupyterhub_config.py"
 REALM = "flowerfl"
 CLIENT_ID = "jupyterhub"
+# The hub's own name on the notebooks network (its Compose service): servers call its
+# API there (JUPYTERHUB_API_URL), directly, not through the egress proxy.
+HUB_API_HOST = "jupyterhub"
 # Notebook containers and their volumes are named <prefix>-...; the prefix names the
 # instance (its Compose project) so that two instances on one engine never collide, and
 # it starts with "jupyter-", the only names the Docker API proxy lets the hub touch.
@@ -169,8 +172,11 @@ def settings(federation: dict, env: dict[str, str], secrets: dict[str, str]) -> 
             "admin_groups": ["jupyter_admins"],
         },
         "notebooks": notebook_settings(federation.get("notebooks"), env),
-        # what the servers reach directly (through the edge), never through the egress proxy
-        "no_proxy": ",".join([*sorted(set(hostnames.values())), "localhost", "127.0.0.1"]),
+        # where the servers reach the hub's API (the notebooks network)
+        "hub_connect_url": f"http://{HUB_API_HOST}:8081",
+        # what the servers reach directly (the hub's API; the platform's hosts through
+        # the edge), never through the egress proxy, which would refuse them
+        "no_proxy": ",".join([HUB_API_HOST, *sorted(set(hostnames.values())), "localhost", "127.0.0.1"]),
     }
 
 

@@ -15,7 +15,7 @@ c.JupyterHub.bind_url = "https://0.0.0.0:8000/"
 c.JupyterHub.ssl_cert = S["tls_cert"]
 c.JupyterHub.ssl_key = S["tls_key"]
 c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
-c.JupyterHub.hub_connect_url = "http://jupyterhub:8081"
+c.JupyterHub.hub_connect_url = S["hub_connect_url"]
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
 c.ConfigurableHTTPProxy.pid_file = os.path.join(os.path.dirname(os.environ["FL_HUB_SETTINGS"]), "proxy.pid")
 # The edge forwards X-Forwarded-*; the hub trusts it to build its redirect URLs.

@@ -349,7 +349,7 @@ def refused(answer: str) -> bool:
 def test_a_notebook_server_reaches_the_internet_only_through_the_egress_proxy(stack, server):
     env = docker_exec(server, "printenv", "HTTPS_PROXY", "NO_PROXY").stdout.split()
     assert env[0] == "http://egress-proxy:3128"
-    assert {stack.hostname(n) for n in ("control", "auth", "hub")} <= set(env[1].split(","))
+    assert {"jupyterhub", *(stack.hostname(n) for n in ("control", "auth", "hub"))} <= set(env[1].split(","))
     # notebooks.egress is [] by default: the proxy refuses everything, with its own page
     answers = fetch(server, ["http://example.org/", "https://example.org/", *private_urls(stack)])
     print("\negress [] (default):", json.dumps(answers, indent=1))

@@ -53,8 +53,9 @@ def test_notebook_settings_come_from_the_federation_and_compose():
 def test_servers_get_the_egress_proxy_and_reach_the_platform_hosts_directly():
     s = ep.settings(FEDERATION, {**ENV, "FL_NOTEBOOK_EGRESS_PROXY": "http://egress-proxy:3128"}, SECRETS)
     assert s["notebooks"]["egress_proxy"] == "http://egress-proxy:3128"
-    assert s["no_proxy"].split(",") == ["auth.fl.example.org", "control.fl.example.org", "hub.fl.example.org",
-                                        "localhost", "127.0.0.1"]
+    assert s["no_proxy"].split(",") == ["jupyterhub", "auth.fl.example.org", "control.fl.example.org",
+                                        "hub.fl.example.org", "localhost", "127.0.0.1"]
+    assert s["hub_connect_url"] == "http://jupyterhub:8081"      # its host is in no_proxy
 
 
 @pytest.mark.parametrize("change,message", [
