@@ -327,14 +327,15 @@ def fetch(server: str, urls: list[str]) -> dict[str, str]:
 
 def private_urls(stack) -> list[str]:
     """Destinations inside the platform (by names the proxy resolves, and PostgreSQL by
-    its address) and, when its address is a private one, this machine."""
+    its address) and, when its address is a private one, this machine. (The hub's API,
+    jupyterhub:8081, is in NO_PROXY: servers reach it directly, never through the proxy.)"""
     import ipaddress
 
     from test_zones import host_address
     cid = stack.compose("ps", "-q", "postgres").stdout.strip()
     attrs = json.loads(subprocess.run(["docker", "inspect", cid], capture_output=True, text=True).stdout)[0]
     postgres = next(n["IPAddress"] for n in attrs["NetworkSettings"]["Networks"].values() if n["IPAddress"])
-    urls = ["http://nginx:8080/nginx_status", "http://jupyterhub:8081/hub/api/", "http://egress-proxy:3128/",
+    urls = ["http://nginx:8080/nginx_status", "http://egress-proxy:3128/",
             f"http://{postgres}:5432/"]
     if ipaddress.ip_address(host_address()).is_private:
         urls.append(f"http://{host_address()}:22/")
