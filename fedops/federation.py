@@ -215,6 +215,7 @@ def follow(run_id: str, on_line=print, timeout: float = 1800, *, log_argv: list[
     `flwr log --stream` and `run_status` (e.g. for another SuperLink)."""
     argv = log_argv or admin_argv(["log", run_id, ADMIN_CONNECTION, "--stream"])
     status = status or run_status
+    started = time.monotonic()
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env=env or compose.environment()) as proc:
         # a silent stream (a run waiting for nodes) must not outlive the timeout either
@@ -227,9 +228,10 @@ def follow(run_id: str, on_line=print, timeout: float = 1800, *, log_argv: list[
         finally:
             watchdog.cancel()
             proc.kill()
-    # `flwr log --stream` ends with the run; its status is the truth (`flwr run` exits 0
-    # even for failed runs).
-    return wait_finished(run_id, timeout=60, status=status)
+    # `flwr log --stream` ends with the run, or earlier when the SuperLink drops it under
+    # load; the run's status is the truth (`flwr run` exits 0 even for failed runs),
+    # waited for until the time-out (at least a minute).
+    return wait_finished(run_id, timeout=max(60.0, timeout - (time.monotonic() - started)), status=status)
 
 
 def wait_finished(run_id: str, timeout: float = 600, status=None, poll: float = 2) -> dict:

@@ -58,9 +58,10 @@ class HubUser:
     """A user signed in at the hub (its cookies in `http`), driving its own server through
     the hub's REST API as the hub's web page does."""
 
-    def __init__(self, hub_url: str, ca: Path, username: str):
+    def __init__(self, hub_url: str, ca: Path, username: str, http: httpx.Client | None = None):
+        """`http`: a client already signed in at the hub (its cookies), else a new one."""
         self.hub, self.username = hub_url.rstrip("/"), username
-        self.http = client(ca)
+        self.http = http or client(ca)
 
     def sign_in(self, password: str) -> HubUser:
         """The hub sends us to Keycloak (PKCE), we submit the form, Keycloak sends us

@@ -3,6 +3,7 @@ clean-up that a second Ctrl-C cannot cut short."""
 from __future__ import annotations
 
 import signal
+import statistics
 import threading
 from contextlib import contextmanager
 from datetime import datetime
@@ -11,6 +12,10 @@ APP = "digits"
 
 
 MIB = 1024 * 1024
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def log(message: str) -> None:

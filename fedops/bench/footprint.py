@@ -4,12 +4,10 @@ the growth per day that follows. Read from the running stack; nothing is changed
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from dataclasses import dataclass, field
 
 from .common import MIB
-from .memory import memory_used
+from .memory import idle_memory
 
 # Prometheus' storage documentation: "on average, Prometheus uses only around 1-2 bytes
 # per sample" once compacted into blocks.
@@ -24,7 +22,6 @@ PROMETHEUS_QUERIES = {
     "samples_per_s": "sum(rate(prometheus_tsdb_head_samples_appended_total[5m]))",
     "targets": "count(up)",
     "uptime_s": 'time() - process_start_time_seconds{job="prometheus"}',
-    "blocks_bytes": "prometheus_tsdb_storage_blocks_bytes",
     "interval_s": 'avg(prometheus_target_interval_length_seconds{quantile="0.5"})',
 }
 
@@ -64,21 +61,6 @@ def parse_query(text: str) -> float | None:
         return None
 
 
-def idle_memory(ctr, samples: int = 3, interval: float = 1.0) -> int | None:
-    """The median of a few `docker stats` readings (usage less inactive page cache)."""
-    seen = []
-    for i in range(samples):
-        try:
-            used = memory_used(ctr.stats(stream=False))
-        except Exception:  # noqa: BLE001 - the container went away
-            return None
-        if used is not None:
-            seen.append(used)
-        if i + 1 < samples:
-            time.sleep(interval)
-    return int(statistics.median(seen)) if seen else None
-
-
 def measure(client, project: str) -> Footprint:
     f = Footprint()
     running = client.containers.list(filters={"label": f"com.docker.compose.project={project}"})
@@ -114,7 +96,7 @@ def render(f: Footprint) -> list[str]:
     for c in f.containers:
         counts[c["phase"]] = counts.get(c["phase"], 0) + 1
     for phase, used in f.by_phase().items():
-        lines.append(f"| {phase} | {counts[phase]} | {used / MIB:.0f} | {used / f.total:.0%} |")
+        lines.append(f"| {phase} | {counts[phase]} | {used / MIB:.0f} | {f.share(phase):.0%} |")
     lines.append(f"| **all** | {len(f.containers)} | {f.total / MIB:.0f} | 100% |")
     mon = sorted((c for c in f.containers if c["phase"] == MONITORING_PHASE), key=lambda c: -c["bytes"])
     if mon:

@@ -2,6 +2,7 @@
 once a second in a background thread while a measurement runs."""
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,21 @@ def memory_used(stats: dict) -> int | None:
         if key in detail and detail[key] < usage:
             return usage - detail[key]
     return usage
+
+
+def idle_memory(ctr, samples: int = 3, interval: float = 1.0) -> int | None:
+    """The median of a few `docker stats` readings (usage less inactive page cache)."""
+    seen = []
+    for i in range(samples):
+        try:
+            used = memory_used(ctr.stats(stream=False))
+        except Exception:  # noqa: BLE001 - the container went away
+            return None
+        if used is not None:
+            seen.append(used)
+        if i + 1 < samples:
+            time.sleep(interval)
+    return int(statistics.median(seen)) if seen else None
 
 
 def short_service(container_name: str, labels: dict[str, str]) -> str:

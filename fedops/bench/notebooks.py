@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from .. import config, engine, kcadmin, paths
 from ..errors import FedopsError
 from ..signin import HubUser
-from .common import MIB, log, sigint_deferred
-from .footprint import idle_memory
+from .common import MIB, log, median, sigint_deferred
+from .memory import idle_memory
 
 # Letters and digits only: DockerSpawner escapes other characters in container and
 # volume names (bench-nb -> bench-2dnb), and the clean-up finds them by this prefix.
@@ -38,10 +38,6 @@ class NotebookFigures:
     server_memory: list[int] = field(default_factory=list)      # bytes, idle servers
     hub_memory: int | None = None
     note: str = ""
-
-
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
 
 
 def hub_url() -> str:

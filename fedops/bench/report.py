@@ -2,24 +2,19 @@
 memory peaks, the capacity steps, bring-up figures, rendered as Markdown. Pure."""
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from .. import paths
 from . import footprint, notebooks
-from .common import APP, MIB
+from .common import APP, MIB, median
 
 
 TARGET_RATIO = 1.15
 
 
 REPORT = paths.ROOT / "docs" / "benchmarks.md"
-
-
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
 
 
 def ratio(stack: float | None, bare: float | None) -> float | None:

@@ -96,11 +96,6 @@ def time_stack(rounds: int, overrides: dict | None = None, timeout: float = 1800
     stats: dict = {}
     try:
         row = federation.follow(run_id, show_progress(label, stats), timeout=timeout)
-        # the log stream can end before the run does (the SuperLink dropped it under
-        # load): the run's status decides, until the time-out
-        left = timeout - (time.monotonic() - t0)
-        if not row["status"].startswith("finished") and left > 0:
-            row = federation.wait_finished(run_id, timeout=left, poll=5)
     except BaseException:   # Ctrl-C or an error: leave no run waiting on the shared SuperLink
         with sigint_deferred():
             federation.stop(run_id)

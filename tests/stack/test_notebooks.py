@@ -206,32 +206,24 @@ def docker_exec(container: str, *argv: str, timeout: float = 120) -> subprocess.
 
 def start_server(stack, http: httpx.Client, username: str, timeout: float = 240) -> dict:
     """Start the user's server through the hub's REST API (as the user) and wait for it."""
-    hub = stack.url("hub")
-    http.get(f"{hub}/hub/home")                       # sets the _xsrf cookie
-    answer = http.post(f"{hub}/hub/api/users/{username}/server", headers=xsrf(http))
-    assert answer.status_code in (201, 202, 400), answer.text   # 400: already running
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        user = http.get(f"{hub}/hub/api/users/{username}", headers=xsrf(http)).json()
-        server = (user.get("servers") or {}).get("")
-        if server and server.get("ready"):
-            return server
-        time.sleep(2)
-    logs = stack.logs("jupyterhub")[-3000:]
-    raise AssertionError(f"{username}'s server is not ready after {timeout}s:\n{logs}")
+    from fedops.errors import FedopsError
+    from fedops.signin import HubUser
+    user = HubUser(stack.url("hub"), stack.ca, username, http=http)
+    http.get(f"{user.hub}/hub/home")                  # sets the _xsrf cookie
+    user.start()
+    try:
+        user.wait_ready(timeout)
+    except FedopsError:
+        raise AssertionError(f"{username}'s server is not ready after {timeout}s:\n"
+                             f"{stack.logs('jupyterhub')[-3000:]}") from None
+    return user.server()
 
 
 def stop_server(stack, http: httpx.Client, username: str, timeout: float = 120) -> None:
-    hub = stack.url("hub")
-    answer = http.delete(f"{hub}/hub/api/users/{username}/server", headers=xsrf(http))
-    assert answer.status_code in (202, 204), answer.text
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        user = http.get(f"{hub}/hub/api/users/{username}", headers=xsrf(http)).json()
-        if not (user.get("servers") or {}).get(""):
-            return
-        time.sleep(2)
-    raise AssertionError(f"{username}'s server did not stop within {timeout}s")
+    from fedops.signin import HubUser
+    user = HubUser(stack.url("hub"), stack.ca, username, http=http)
+    user.stop(timeout)
+    assert not user.server(), f"{username}'s server did not stop within {timeout}s"
 
 
 @pytest.fixture(scope="module")
