@@ -193,6 +193,8 @@ def test_optional_flags(ep):
     ({"SUPERNODE_MAX_WAIT_TIME": "-5"}, "SUPERNODE_MAX_WAIT_TIME must be positive"),
     ({"SUPERNODE_EXIT_WHEN_DETACHED": "maybe"}, "SUPERNODE_EXIT_WHEN_DETACHED='maybe': use 1 or 0"),
     ({"PARTITION_ID": "3"}, "PARTITION_ID=3 must be below NUM_PARTITIONS=3"),
+    ({"SUPERNODE_HEALTH_RPC_INTERVAL": "1m"}, "SUPERNODE_HEALTH_RPC_INTERVAL='1m' is not a number of seconds"),
+    ({"SUPERNODE_HEALTH_RPC_INTERVAL": "-1"}, "SUPERNODE_HEALTH_RPC_INTERVAL='-1' must be 0 or more"),
 ])
 def test_bad_settings_are_named(ep, env, message):
     with pytest.raises(ValueError) as err:
@@ -362,3 +364,81 @@ def test_a_readiness_probe_only_observes(ep, tmp_path, monkeypatch):
         assert not state.exists()
         assert ep.healthcheck(env, timeout=0.5) == 1   # Docker's own healthcheck counts
         assert state.read_text().strip() == "1"
+
+
+@pytest.fixture
+def health_server():
+    """A real gRPC health service (grpcio's, the one flwr serves) on a free port; the
+    test sets its status."""
+    import grpc
+    from concurrent import futures
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    yield port, lambda serving: servicer.set(
+        "", health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING)
+    server.stop(None)
+
+
+def test_the_health_call_is_made_once_per_interval_while_it_succeeds(ep, tmp_path, monkeypatch, health_server):
+    """Docker's check between two calls only connects to the health port; a readiness
+    probe, a due check and every check after a failed call make the call."""
+    import socket
+    port, set_serving = health_server
+    monkeypatch.setattr(ep, "FAILURES_FILE", tmp_path / "failures")
+    monkeypatch.setattr(ep, "RPC_OK_FILE", tmp_path / "rpc-ok")
+    with socket.socket() as fleet:
+        fleet.bind(("127.0.0.1", 0))
+        fleet.listen()
+        env = {"SUPERLINK_ADDRESS": f"127.0.0.1:{fleet.getsockname()[1]}",
+               "SUPERNODE_HEALTH_ADDRESS": f"127.0.0.1:{port}"}
+        assert ep.healthcheck(env, timeout=2) == 0           # the first check calls
+        assert (tmp_path / "rpc-ok").exists()
+        set_serving(False)
+        assert ep.healthcheck(env, timeout=2) == 0           # within the interval: no call
+        assert ep.healthcheck({**env, ep.OBSERVE_ONLY: "1"}, timeout=2) == 1   # readiness calls
+        assert ep.healthcheck({**env, "SUPERNODE_HEALTH_RPC_INTERVAL": "0"}, timeout=2) == 1
+        old = ep.time.time() - 61
+        os.utime(tmp_path / "rpc-ok", (old, old))
+        assert ep.healthcheck(env, timeout=2) == 1           # due: the call sees NOT_SERVING
+        set_serving(True)
+        assert ep.healthcheck(env, timeout=2) == 0
+        assert ep.rpc_due(60, ep.time.time(), tmp_path / "rpc-ok") is False
+
+
+def test_a_closed_health_port_fails_at_once_and_counts(ep, tmp_path, monkeypatch, health_server):
+    """The silent SuperNode: its health port closed. Every check fails (no waiting for the
+    next call) and counts towards stopping it; the next checks call again."""
+    import socket
+    port, _ = health_server
+    monkeypatch.setattr(ep, "FAILURES_FILE", tmp_path / "failures")
+    monkeypatch.setattr(ep, "RPC_OK_FILE", tmp_path / "rpc-ok")
+    with socket.socket() as fleet, socket.socket() as closed:
+        fleet.bind(("127.0.0.1", 0))
+        fleet.listen()
+        closed.bind(("127.0.0.1", 0))
+        env = {"SUPERLINK_ADDRESS": f"127.0.0.1:{fleet.getsockname()[1]}",
+               "SUPERNODE_HEALTH_ADDRESS": f"127.0.0.1:{port}", "SUPERNODE_EXIT_AFTER_FAILURES": "0"}
+        assert ep.healthcheck(env, timeout=2) == 0
+        env["SUPERNODE_HEALTH_ADDRESS"] = f"127.0.0.1:{closed.getsockname()[1]}"
+        assert ep.healthcheck(env, timeout=0.5) == 1
+        assert ep.healthcheck(env, timeout=0.5) == 1
+        assert (tmp_path / "failures").read_text() == "2"
+        assert not (tmp_path / "rpc-ok").exists()
+        assert ep.rpc_due(60, ep.time.time(), tmp_path / "rpc-ok") is True
+
+
+def test_rpc_due(ep, tmp_path):
+    ok = tmp_path / "rpc-ok"
+    assert ep.rpc_due(60, 1000.0, ok) is True                 # never succeeded
+    ok.touch()
+    os.utime(ok, (1000.0, 1000.0))
+    assert ep.rpc_due(60, 1030.0, ok) is False
+    assert ep.rpc_due(60, 1060.0, ok) is True
+    assert ep.rpc_due(60, 990.0, ok) is True                  # clock went back
+    assert ep.rpc_due(0, 1001.0, ok) is True
