@@ -34,7 +34,8 @@ def federation_json(fed: Federation, https_port: int | None = None) -> str:
 def organisations_overlay(fed: Federation, template: Path = ORGS_TEMPLATE) -> str:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return env.from_string(template.read_text()).render(
-        fed=fed, organisations=fed.organisations, num_partitions=len(fed.organisations))
+        fed=fed, organisations=fed.organisations, num_partitions=len(fed.organisations),
+        supernode_cpu_shares=services.SUPERNODE_CPU_SHARES)
 
 
 def gpu_sites_overlay(fed: Federation, template: Path = GPU_SITES_TEMPLATE) -> str:

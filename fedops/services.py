@@ -137,6 +137,15 @@ SUPERNODE_UID = by_name("supernode").uid
 SITEPROXY_UID = by_name("siteproxy").uid
 
 
+# A SuperNode container's CPU weight (Docker's cpu_shares; every other container has the
+# default 1024). Its ClientApps are the federation's compute: when they fill the
+# machine's cores, the SuperLink, the edge and the site proxies, which every SuperNode
+# needs to answer within flwr's fixed time-outs, still get their share. Measured with
+# 48 SuperNodes on 2 cores (docs/benchmarks.md): at equal weights the SuperLink got ~3 %
+# of a core and the edge answered the SuperNodes' heartbeats with 499 and 504.
+SUPERNODE_CPU_SHARES = 256
+
+
 def org_sans(fed: Federation, org) -> list[str]:
     """An organisation's certificate is a client certificate at the edge and the server
     certificate of its site proxy on the site's loopback."""

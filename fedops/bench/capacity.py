@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import federation, ownership, paths, runlog, secrets
 from ..errors import FedopsError
-from ..services import SUPERNODE_UID
+from ..services import SUPERNODE_CPU_SHARES, SUPERNODE_UID
 from .common import sigint_deferred, log
 from .memory import MemorySampler
 from .report import CapacityStep
@@ -27,12 +27,18 @@ BENCH_RUN_LABEL = "fl.bench.run"    # ... and the token of the bench run that st
 CAPACITY_TIMEOUT = 900              # seconds for one capacity round (start to finish)
 
 
-# The capacity rounds send each phase's messages this many SuperNodes at a time (the
-# sample app's run config max-parallel-nodes): every message starts a ClientApp
-# process (~3.5 CPU-s of imports) that flwr 1.42 fails unless it starts within 30 s
-# of being claimed, so on this machine's few cores dozens started at once fail
-# (measured: 24 at once completed, 36 at once lost 35 of 36 replies).
-CAPACITY_WAVE = 12
+# The capacity rounds send each phase's messages this many SuperNodes per core at a time
+# (the sample app's run config max-parallel-nodes): every message starts a ClientApp
+# process (~3.5 CPU-s of imports) that flwr 1.42 fails unless it starts within 30 s of
+# being claimed, and a failed one is claimed and started again while the first still
+# runs, so too many at once collapse rather than slow down (measured on 2 cores: 12 at
+# once with 48 SuperNodes idling beside them grew to 94 ClientApps, none finishing).
+CLIENTAPPS_PER_CORE = 3
+
+
+def capacity_wave(cores: int | None = None) -> int:
+    """max-parallel-nodes for the capacity rounds on a machine with `cores` cores."""
+    return CLIENTAPPS_PER_CORE * max(cores if cores is not None else (os.cpu_count() or 1), 1)
 
 
 ONLINE_TIMEOUT = 180                # seconds for new SuperNodes to come online
@@ -95,6 +101,7 @@ def bench_container_spec(index: int, token: str, image: str, site_container_id: 
                  str(ca_path): {"bind": "/etc/fl/tls/ca.crt", "mode": "ro"}},
         tmpfs={"/tmp": f"uid={SUPERNODE_UID},gid={SUPERNODE_UID},mode=0700,size=512m"},
         mem_limit="1g",
+        cpu_shares=SUPERNODE_CPU_SHARES,
         labels={BENCH_LABEL: "1", BENCH_RUN_LABEL: token},
         # like the sites' `restart: unless-stopped`, but bounded: an unregistered or
         # unreachable SuperNode exits, and a SuperLink restart must not end the probe
@@ -273,7 +280,7 @@ def _capacity_step(extra: BenchNodes, orgs: list[str], sampler: MemorySampler) -
                                 _peak_supernode(sampler), sampler.min_available())
         log(f"  all {len(extra.node_ids)} bench SuperNodes online after {time.monotonic() - t0:.0f} s")
     total = len(online_organisations(federation.nodes(), orgs)) + len(extra.node_ids)
-    timing = time_stack(1, {"min-nodes": total, "max-parallel-nodes": CAPACITY_WAVE},
+    timing = time_stack(1, {"min-nodes": total, "max-parallel-nodes": capacity_wave()},
                         timeout=CAPACITY_TIMEOUT, label=f"n={total}",
                         org_names=orgs)
     status = timing.status if timing.status.startswith("finished") else f"timed out ({timing.status})"

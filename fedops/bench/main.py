@@ -11,7 +11,7 @@ from .. import compose, config, paths
 from ..errors import FedopsError
 from . import bringup, footprint, notebooks
 from .bare import BareFederation
-from .capacity import BENCH_LABEL, CAPACITY_WAVE, probe_capacity
+from .capacity import BENCH_LABEL, capacity_wave, probe_capacity
 from .common import log
 from .machine import machine_info, total_memory
 from .memory import MemorySampler, container_processes, merge_peaks
@@ -68,7 +68,7 @@ def run(rounds: int = 3, repeat: int = 2, max_supernodes: int = 120, skip_capaci
     client = docker.from_env()
     project = compose.project_name()
     result = Result(datetime.now(timezone.utc), rounds, repeat, n, machine_info(), max_supernodes=max_supernodes,
-                    capacity_wave=CAPACITY_WAVE)
+                    capacity_wave=capacity_wave())
     if n < len(orgs):
         result.notes.append(f"only {n} of the {len(orgs)} organisations' SuperNodes were online on the "
                             f"stack ({', '.join(online)}), so both modes ran with {n} SuperNodes "

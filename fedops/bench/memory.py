@@ -40,13 +40,25 @@ def idle_memory(ctr, samples: int = 3, interval: float = 1.0) -> int | None:
     return int(statistics.median(seen)) if seen else None
 
 
+# The engine answers a stats request with work of its own (dockerd and containerd, about
+# 0.4 of a core at 50 requests a second): with many containers each is sampled less
+# often, so the sampler does not take the CPU the SuperNodes it measures need.
+STATS_PER_SECOND = 10
+
+
+def sample_period(containers: int, interval: float, per_second: float = STATS_PER_SECOND) -> float:
+    """Seconds between two samples of every container: `interval`, longer when more than
+    `per_second * interval` containers are sampled."""
+    return max(interval, containers / per_second)
+
+
 def short_service(container_name: str, labels: dict[str, str]) -> str:
     return labels.get("com.docker.compose.service") or container_name
 
 
 class MemorySampler:
-    """Samples the memory of matching containers about once a second in a background
-    thread; `peaks()` is the maximum per container since the last `reset()`."""
+    """Samples the memory of matching containers about once a second (less often when
+    there are many: sample_period) in a background thread; `peaks()` is the maximum per container since the last `reset()`."""
 
     def __init__(self, client, project: str, services=("supernode-", "siteproxy-", "superlink", "nginx"),
                  extra_label: str | None = None, interval: float = 1.0):
@@ -104,7 +116,8 @@ class MemorySampler:
             if avail is not None:
                 with self._lock:
                     self._min_available = avail if self._min_available is None else min(self._min_available, avail)
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - t0)))
+            period = sample_period(len(containers), self.interval)
+            self._stop.wait(max(0.0, period - (time.monotonic() - t0)))
 
     def reset(self) -> None:
         with self._lock:

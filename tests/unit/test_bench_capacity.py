@@ -35,6 +35,27 @@ def test_bench_container_matches_the_sites_and_is_labelled(tmp_path):
     assert spec["volumes"][str(tmp_path / "k")] == {"bind": "/etc/fl/site/supernode_key", "mode": "ro"}
 
 
+def test_supernodes_weigh_less_than_the_control_plane_and_bench_ones_like_the_sites(tmp_path):
+    """Every organisation's SuperNode (the rendered Compose overlay) and every bench one
+    get the same CPU weight, below the default 1024 the SuperLink and the edge keep."""
+    import yaml
+    from fedops import config, render, services
+    overlay = yaml.safe_load(render.organisations_overlay(config.load(paths.ROOT / "federation.yaml", tmp_path / "no-local.yaml")))
+    weights = {name: svc.get("cpu_shares") for name, svc in overlay["services"].items()}
+    sites = {n: w for n, w in weights.items() if n.startswith("supernode-")}
+    assert sites and set(sites.values()) == {services.SUPERNODE_CPU_SHARES}
+    assert all(w is None for n, w in weights.items() if not n.startswith("supernode-"))   # site proxies
+    assert services.SUPERNODE_CPU_SHARES < 1024
+    spec = capacity.bench_container_spec(0, "t", "img", "id", tmp_path / "k", tmp_path / "ca", 0, 3)
+    assert spec["cpu_shares"] == services.SUPERNODE_CPU_SHARES
+
+
+def test_the_capacity_wave_grows_with_the_cores():
+    assert capacity.capacity_wave(2) == 2 * capacity.CLIENTAPPS_PER_CORE
+    assert capacity.capacity_wave(8) == 4 * capacity.capacity_wave(2)
+    assert capacity.capacity_wave(0) == capacity.CLIENTAPPS_PER_CORE   # at least one core's worth
+
+
 def test_supernode_keys_are_openssh_ec_p384_and_pass_the_images_check(tmp_path):
     from fedops import secrets
     from testcerts import load_entrypoint

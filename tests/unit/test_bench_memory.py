@@ -37,3 +37,10 @@ def test_process_probe_reads_this_machines_proc():
     out = subprocess.run([sys.executable, "-c", memory.PROCESSES_PY], capture_output=True, text=True, check=True)
     procs = memory.parse_processes(out.stdout)
     assert procs and all(p["rss"] >= p["anon"] >= 0 for p in procs)     # pytest itself, at least
+
+
+def test_many_containers_are_sampled_less_often():
+    assert memory.sample_period(3, 1.0) == 1.0
+    assert memory.sample_period(10, 1.0) == 1.0
+    assert memory.sample_period(51, 1.0) == pytest.approx(51 / memory.STATS_PER_SECOND)
+    assert memory.sample_period(0, 2.0) == 2.0
