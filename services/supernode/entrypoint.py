@@ -294,7 +294,10 @@ def healthcheck(env: Mapping[str, str], timeout: float = 2.5) -> int:
             print(f"gRPC health on {hhost}:{hport}: {exc}", file=sys.stderr)
             if not observe:
                 RPC_OK_FILE.unlink(missing_ok=True)
-                stop_when_broken(s, record_failure(FAILURES_FILE))
+                # only a SuperNode that has answered before can have gone silent: one
+                # still importing flwr on a busy machine is left to start
+                if FAILURES_FILE.exists():
+                    stop_when_broken(s, record_failure(FAILURES_FILE))
             return 1
     if not observe:
         record_failure(FAILURES_FILE, reset=True)
@@ -348,7 +351,8 @@ def rpc_due(interval: float, now: float, path: Path | None = None) -> bool:
 # restart unhealthy containers, so the healthcheck counts consecutive health-service
 # failures and stops the SuperNode after SUPERNODE_EXIT_AFTER_FAILURES of them; the
 # restart policy then starts a fresh one (which keeps failing until the cause is fixed,
-# e.g. `invoke ca.reinstate ORG` and `invoke up`).
+# e.g. `invoke ca.reinstate ORG` and `invoke up`). The file is written at the first
+# healthy check: failures before it are a SuperNode still starting, and do not count.
 FAILURES_FILE = Path("/tmp/supernode-health-failures")
 
 

@@ -362,6 +362,9 @@ def test_a_readiness_probe_only_observes(ep, tmp_path, monkeypatch):
         for _ in range(5):
             assert ep.healthcheck({**env, ep.OBSERVE_ONLY: "1"}, timeout=0.5) == 1
         assert not state.exists()
+        assert ep.healthcheck(env, timeout=0.5) == 1   # never healthy yet: still starting
+        assert not state.exists()
+        ep.record_failure(state, reset=True)           # as after its first healthy check
         assert ep.healthcheck(env, timeout=0.5) == 1   # Docker's own healthcheck counts
         assert state.read_text().strip() == "1"
 
