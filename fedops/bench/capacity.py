@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import federation, ownership, paths, runlog, secrets
 from ..errors import FedopsError
 from ..services import SUPERNODE_CPU_SHARES, SUPERNODE_UID
-from .common import sigint_deferred, log
+from .common import CLIENTAPPS_PER_CORE, sigint_deferred, log
 from .memory import MemorySampler
 from .report import CapacityStep
 from .stackrun import online_organisations, time_stack
@@ -32,8 +32,7 @@ CAPACITY_TIMEOUT = 900              # seconds for one capacity round (start to f
 # process (~3.5 CPU-s of imports) that flwr 1.42 fails unless it starts within 30 s of
 # being claimed, and a failed one is claimed and started again while the first still
 # runs, so too many at once collapse rather than slow down (measured on 2 cores: 12 at
-# once with 48 SuperNodes idling beside them grew to 94 ClientApps, none finishing).
-CLIENTAPPS_PER_CORE = 3
+# once with 48 SuperNodes beside them gave no reply in 15 minutes).
 
 
 def capacity_wave(cores: int | None = None) -> int:

@@ -14,6 +14,10 @@ APP = "digits"
 MIB = 1024 * 1024
 
 
+# The capacity rounds' messages at a time, per core (capacity.capacity_wave; the report).
+CLIENTAPPS_PER_CORE = 3
+
+
 def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 

@@ -58,7 +58,8 @@ def short_service(container_name: str, labels: dict[str, str]) -> str:
 
 class MemorySampler:
     """Samples the memory of matching containers about once a second (less often when
-    there are many: sample_period) in a background thread; `peaks()` is the maximum per container since the last `reset()`."""
+    there are many: sample_period) in a background thread; `peaks()` is the maximum per
+    container since the last `reset()`."""
 
     def __init__(self, client, project: str, services=("supernode-", "siteproxy-", "superlink", "nginx"),
                  extra_label: str | None = None, interval: float = 1.0):

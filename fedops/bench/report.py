@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import paths
 from . import footprint, notebooks
-from .common import APP, MIB, median
+from .common import APP, CLIENTAPPS_PER_CORE, MIB, median
 
 
 TARGET_RATIO = 1.15
@@ -203,7 +203,7 @@ def render_report(r: Result) -> str:
         "through the site proxies, each with its own freshly generated and registered key,",
         "join the organisations' SuperNodes; at each step a one-round run waits for all of",
         "them (`--run-config \"num-server-rounds=1 min-nodes=N max-parallel-nodes=W\"`,",
-        f"W = {r.capacity_wave}, 3 per core: each phase's messages go out W SuperNodes at a time, since",
+        f"W = {r.capacity_wave}, {CLIENTAPPS_PER_CORE} per core: each phase's messages go out W SuperNodes at a time, since",
         "every message starts a ClientApp process that flwr 1.42 fails unless it starts",
         "within 30 s, and SuperNodes on one machine share its cores). The probe doubles the",
         "count at each step and stops at the first round that fails or loses a SuperNode's",
