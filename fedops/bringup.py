@@ -14,7 +14,7 @@ list's phase it belongs to (label fl.phase).
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -93,10 +93,13 @@ class Progress:
 
 
 def start_batch(c, names: list[str], nodes: dict[str, Node], restart: list[str], profiles,
-                progress: Progress, first: bool) -> set[str]:
+                progress: Progress, first: bool, initial: dict[str, stack.Readiness],
+                tests: dict[str, list[str] | None]) -> tuple[set[str], dict[str, stack.Readiness]]:
     """Reload or restart services with new certificates, then `up -d --no-deps` the
-    batch. Returns the services whose container changed (created or recreated)."""
-    running = {n: r for n, r in stack.check_all(names, {}).items() if r.state == "running"}
+    batch. `initial`: the services' containers when this bring-up began (only its own
+    batches change them). Returns the services whose container changed (created or
+    recreated) and every service's readiness right after."""
+    running = {n: initial[n] for n in names if n in initial and initial[n].state == "running"}
     before = {n: r.container_id for n, r in running.items()}
     stale = [n for n in names if n in restart and n in running]
     reload_ = [n for n in stale if stack.reloads_certificates(n)]
@@ -119,10 +122,10 @@ def start_batch(c, names: list[str], nodes: dict[str, Node], restart: list[str],
         quiet(c, "restart", *restart_, profiles=profiles)
     args = ["up", "-d", "--no-deps", "--no-build"] + (["--remove-orphans"] if first else [])
     quiet(c, *args, *names, profiles=profiles)
-    after = stack.check_all(names, {})
+    after = stack.check_all(names, tests)
     changed = {n for n in names if after[n].container_id != before.get(n) or n in restart_ or n in stuck}
     progress.kept |= {n for n in names if n not in changed}
-    return changed
+    return changed, after
 
 
 def quiet(c, *args: str, profiles=()) -> None:
@@ -135,17 +138,18 @@ def quiet(c, *args: str, profiles=()) -> None:
 
 
 def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks: dict[str, Hook] | None = None,
-       restart: list[str] = (), timeout: float = stack.READY_TIMEOUT) -> Progress:
+       restart: list[str] = (), timeout: float = stack.READY_TIMEOUT, model: dict | None = None) -> Progress:
     """Bring every service up by dependencies, waiting for readiness. `restart`: services
     with new certificates (reloaded or restarted when already running). `hooks`: run
-    when the named service becomes ready, before its dependents start."""
+    when the named service becomes ready, before its dependents start. `model`: the
+    Compose model read with these profiles or more (stack.for_profiles), if at hand."""
     preflight.docker_engine()
-    the_model = stack.model(profiles)
+    the_model = stack.for_profiles(model, profiles) if model is not None else stack.model(profiles)
     preflight.ports(stack.published_ports(the_model), engine.held_ports(compose.project_name()))
     nodes = graph(the_model)
     if build:
         from . import images
-        images.build(c, profiles=profiles)
+        images.build(c, profiles=profiles, model=model)
     drift = engine.network_drift(the_model.get("networks", {}))
     if drift:
         step(f"network settings changed ({', '.join(drift)}): recreating the networks; "
@@ -162,6 +166,7 @@ def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks: dict[s
     last_wait = 0.0
     # Each batch's `docker compose up` runs in the background, so a slow one
     # (recreating a service) does not hold back an independent chain.
+    initial = stack.check_all(list(nodes), {})     # the containers as they are now
     with ThreadPoolExecutor(max_workers=4) as pool:
         inflight: dict = {}
         while len(ready) < len(nodes):
@@ -170,16 +175,18 @@ def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks: dict[s
                 for n in startable:
                     progress.started[n] = progress.elapsed()
                 inflight[pool.submit(start_batch, c, startable, nodes, list(restart), profiles, progress,
-                                     not upped)] = startable
+                                     not upped, initial, tests)] = startable
                 upped |= set(startable)
+            states: dict[str, stack.Readiness] = {}
             for future in [f for f in inflight if f.done()]:
                 batch = inflight.pop(future)
-                changed = future.result()     # raises the batch's FedopsError
+                changed, after = future.result()     # raises the batch's FedopsError
+                states |= after                      # checked just now: no second look this turn
                 started |= set(batch)
                 for n in batch:
                     detail(f"[{nodes[n].phase}] {n}: {'started' if n in changed else 'running, unchanged'}")
             waiting = sorted(started - ready)
-            states = stack.check_all(waiting, tests)
+            states |= stack.check_all([n for n in waiting if n not in states], tests)
             for n in waiting:
                 if states[n].ready:
                     if n in hooks:
@@ -201,7 +208,11 @@ def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks: dict[s
                 detail(f"waiting ({progress.elapsed():.0f}s): " + ", ".join(
                     f"{n} ({states[n].health if states[n].health != '-' else states[n].state})" for n in pending))
             if (pending or inflight) and not startable:
-                time.sleep(stack.POLL if pending else 0.1)
+                # until the next readiness check is due, or a batch's `up` returns
+                if inflight:
+                    wait(list(inflight), timeout=stack.POLL if pending else None, return_when=FIRST_COMPLETED)
+                else:
+                    time.sleep(stack.POLL)
     summary(nodes, progress)
     return progress
 

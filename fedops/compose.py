@@ -52,10 +52,24 @@ def env_files() -> list[Path]:
     return [p for p in candidates if p.exists()]
 
 
+# The env files' parse, kept while neither their text nor the environment changes: one `invoke
+# up` asks for settings a dozen times (project name, ports, health intervals).
+_parsed: dict[tuple, dict[str, tuple[str, str]]] = {}
+
+
 def settings_with_origin() -> dict[str, tuple[str, str]]:
     """{key: (value, where it came from)}; the process environment wins, as in Compose."""
+    files = env_files()
+    key = (tuple((str(p), p.read_bytes()) for p in files), tuple(sorted(os.environ.items())))
+    if key not in _parsed:
+        _parsed.clear()
+        _parsed[key] = _read_settings(files)
+    return dict(_parsed[key])
+
+
+def _read_settings(files: list[Path]) -> dict[str, tuple[str, str]]:
     merged: dict[str, tuple[str, str]] = {}
-    for path in env_files():
+    for path in files:
         for key, value in dotenv_values(path, interpolate=True).items():
             merged[key] = ("" if value is None else value, str(path))
     for key, value in os.environ.items():

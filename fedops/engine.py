@@ -39,20 +39,20 @@ def ping() -> None:
 NUMBER_LABEL = "com.docker.compose.container-number"
 
 
-def project_containers(project: str, all: bool = True) -> dict[str, object]:
-    """{service: container} of a Compose project (one container per service here)."""
-    found = client().containers.list(all=all, filters={"label": [f"{PROJECT_LABEL}={project}", NUMBER_LABEL]})
-    return {c.labels.get(SERVICE_LABEL, c.name): c for c in found}
+def project_containers(project: str, all: bool = True, sparse: bool = False) -> dict[str, object]:
+    """{service: container} of a Compose project (one container per service here).
+    sparse: only what the engine's list gives (id, name, labels), without inspecting
+    each container, for a caller that reloads the ones it needs (readiness checks)."""
+    found = client().containers.list(all=all, sparse=sparse,
+                                     filters={"label": [f"{PROJECT_LABEL}={project}", NUMBER_LABEL]})
+    labels = (lambda c: c.attrs.get("Labels") or {}) if sparse else (lambda c: c.labels)
+    return {labels(c).get(SERVICE_LABEL, c.name): c for c in found}
 
 
 def held_ports(project: str) -> set[int]:
     """Host ports this project's running containers publish already (not a conflict)."""
-    ports = set()
-    for ctr in project_containers(project, all=False).values():
-        for bindings in (ctr.ports or {}).values():
-            for b in bindings or []:
-                ports.add(int(b["HostPort"]))
-    return ports
+    return {int(p["PublicPort"]) for ctr in project_containers(project, all=False, sparse=True).values()
+            for p in ctr.attrs.get("Ports") or [] if p.get("PublicPort")}
 
 
 def network_drift(wanted: dict) -> list[str]:

@@ -103,14 +103,17 @@ def built_record() -> Path:
 BUILD_ONLY_PROFILES = ("notebook",)
 
 
-def build(c, services: list[str] | None = None, profiles=(), no_cache: bool = False) -> None:
+def build(c, services: list[str] | None = None, profiles=(), no_cache: bool = False,
+          model: dict | None = None) -> None:
     """Build the images whose inputs changed since their last build here (all of them
     with no_cache); an image whose inputs are as they were is not handed to the
-    builder at all, so an unchanged `up` costs no build calls."""
+    builder at all, so an unchanged `up` costs no build calls. `model`: the Compose
+    model read with these profiles or more, if the caller has it."""
     ca_file = extra_ca()
     profiles = tuple(dict.fromkeys((*profiles, *BUILD_ONLY_PROFILES)))
-    from .stack import model as compose_model
-    model = compose_model(profiles)            # read once: the images and their build sections
+    from . import stack
+    # read once: the images and their build sections
+    model = stack.for_profiles(model, profiles) if model is not None else stack.model(profiles)
     known = buildable(profiles, model)
     specs = model["services"]
     by_label = {label(image): name for name, image in known.items()}

@@ -3,7 +3,6 @@ from pathlib import Path
 
 from invoke import task
 
-from .. import backup as backups
 from . import clear_errors
 
 
@@ -12,6 +11,7 @@ from . import clear_errors
 @clear_errors
 def backup(c, output=""):
     """Back up the running stack: databases, SuperLink state, CA, secrets, local config."""
+    from .. import backup as backups   # in the task: the other tasks do not pay for its imports
     folder, _ = backups.create(Path(output) if output else None)
     print(f"backup written to {folder}")
 
@@ -26,5 +26,6 @@ def backup(c, output=""):
 @clear_errors
 def restore(c, backup_dir, yes=False, with_ca_and_secrets=False, force=False):
     """Restore a backup: checksums first, then databases and SuperLink state (asks first)."""
+    from .. import backup as backups
     if backups.restore(Path(backup_dir), yes=yes, with_ca_and_secrets=with_ca_and_secrets, force=force):
         print(f"restored from {backup_dir}")

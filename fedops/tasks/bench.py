@@ -3,7 +3,6 @@ import signal
 
 from invoke import Exit, task
 
-from .. import bench as bench_
 from . import clear_errors
 
 
@@ -28,6 +27,7 @@ def bench(c, rounds=3, repeat=2, max_supernodes=120, skip_capacity=False, skip_b
     throwaway deployment of its own. Needs the running stack (`invoke up`); it only adds
     and removes its own containers (label fl.bench=1) and deployment (flbench-*), and its
     own throwaway notebook users (benchnbNN) with their servers and volumes."""
+    from .. import bench as bench_   # here, not at the top: every task would pay for its imports (httpx)
     # `kill` (SIGTERM) cleans up like Ctrl-C: bench containers removed, keys unregistered,
     # throwaway users deleted.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -29,11 +29,14 @@ def up(c, profile=None, no_build=False):
     preflight.docker_engine()   # first: nothing is prepared for an engine that is not there
     fed, restart = prepare.prepare()
     # Services built FROM a vendor's image (Grafana) join only when that image can be had
-    profiles, decisions = vendor.resolve(profile or [])
+    # One `docker compose config` for every step, read with every profile they may need
+    from ..images import BUILD_ONLY_PROFILES
+    full = stack.model([*(profile or []), *vendor.PROFILES, *BUILD_ONLY_PROFILES])
+    profiles, decisions = vendor.resolve(profile or [], model=lambda p: stack.for_profiles(full, p))
     for d in decisions:
         if d.line:
             detail(d.line)
-    bringup.up(c, fed, profiles=profiles, build=not no_build, hooks=hooks(), restart=restart)
+    bringup.up(c, fed, profiles=profiles, build=not no_build, hooks=hooks(), restart=restart, model=full)
     print(f"\nThe federation is up: https://{fed.domain}/ (users' passwords: invoke secrets.password USER)")
 
 
