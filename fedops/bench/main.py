@@ -15,13 +15,13 @@ from .capacity import BENCH_LABEL, capacity_wave, probe_capacity
 from .common import log
 from .machine import machine_info, total_memory
 from .memory import MemorySampler, container_processes, merge_peaks
-from .report import REPORT, Result, TARGET_RATIO, capacity_summary, fmt, render_report, splice
+from .report import REPORT, Result, TARGET_RATIO, capacity_summary, fmt, render_bringup, render_report, splice
 from .stackrun import check_stack, time_stack
 
 
 # Parts `--only` re-measures, each its own section of the report; the rest of the
 # report is kept as the last full run wrote it.
-PARTS = ("monitoring", "notebooks")
+PARTS = ("monitoring", "notebooks", "bringup")
 
 
 def run_parts(parts: tuple[str, ...], report: Path = REPORT) -> Result:
@@ -47,6 +47,9 @@ def run_parts(parts: tuple[str, ...], report: Path = REPORT) -> Result:
     if "notebooks" in parts:
         result.notebooks = notebooks.measure(fed, client, project)
         text = splice(text, notebooks.render(result.notebooks) + ["", stamp])
+    if "bringup" in parts:        # with the cold build: its ratio is measured in one run
+        result.bringup = bringup.measure(cold_build=True)
+        text = splice(text, render_bringup(result.bringup) + ["", stamp])
     report.write_text(text)
     log(f"updated {', '.join(parts)} in {report.relative_to(paths.ROOT) if report.is_relative_to(paths.ROOT) else report}")
     return result
