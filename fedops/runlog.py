@@ -26,6 +26,7 @@ _module = sys.modules.get(_NAME) or _load()
 RunLog = _module.RunLog
 PHASES = _module.PHASES
 ROUND_RE = _module.ROUND_RE
+ROUND_HEADER_RE = _module._HEADER_RE      # `[ROUND k/N]` alone on its line: a round begins
 REPLIES_RE = _module.REPLIES_RE
 strip_ansi = _module.strip_ansi
 

@@ -9,19 +9,20 @@ import httpx
 
 from .. import compose, config, paths
 from ..errors import FedopsError
-from . import bringup, footprint, notebooks
+from . import bringup, footprint, notebooks, rounds
 from .bare import BareFederation
 from .capacity import BENCH_LABEL, capacity_wave, probe_capacity
 from .common import log
 from .machine import machine_info, total_memory
 from .memory import MemorySampler, container_processes, merge_peaks
-from .report import REPORT, Result, TARGET_RATIO, capacity_summary, fmt, render_bringup, render_report, splice
+from .report import REPORT, Result, Timing, TARGET_RATIO, capacity_summary, fmt, render_bringup, render_report, splice
 from .stackrun import check_stack, time_stack
 
 
 # Parts `--only` re-measures, each its own section of the report; the rest of the
 # report is kept as the last full run wrote it.
-PARTS = ("monitoring", "notebooks", "bringup")
+PARTS = ("monitoring", "notebooks", "bringup", "rounds")
+DEFAULT_ROUNDS = 3
 
 
 def run_parts(parts: tuple[str, ...], report: Path = REPORT) -> Result:
@@ -47,6 +48,13 @@ def run_parts(parts: tuple[str, ...], report: Path = REPORT) -> Result:
     if "notebooks" in parts:
         result.notebooks = notebooks.measure(fed, client, project)
         text = splice(text, notebooks.render(result.notebooks) + ["", stamp])
+    if "rounds" in parts:
+        log(f"rounds: one stack run of {DEFAULT_ROUNDS} rounds, profiled from the SuperNodes' logs")
+        t = time_stack(DEFAULT_ROUNDS, org_names=[o.name for o in fed.organisations])
+        result.round_profile = profile_run(client, project, t) if t.completed else None
+        if not t.completed:
+            log(f"  the run did not complete ({t.status}): nothing measured")
+        text = splice(text, rounds.render(result.round_profile) + ["", stamp])
     if "bringup" in parts:        # with the cold build: its ratio is measured in one run
         result.bringup = bringup.measure(cold_build=True)
         text = splice(text, render_bringup(result.bringup) + ["", stamp])
@@ -55,7 +63,7 @@ def run_parts(parts: tuple[str, ...], report: Path = REPORT) -> Result:
     return result
 
 
-def run(rounds: int = 3, repeat: int = 2, max_supernodes: int = 120, skip_capacity: bool = False,
+def run(rounds: int = DEFAULT_ROUNDS, repeat: int = 2, max_supernodes: int = 120, skip_capacity: bool = False,
         skip_bringup: bool = False, skip_cold_build: bool = False, report: Path = REPORT) -> Result:
     import docker
 
@@ -90,6 +98,8 @@ def run(rounds: int = 3, repeat: int = 2, max_supernodes: int = 120, skip_capaci
             t = time_stack(rounds, org_names=orgs)
             merge_peaks(result.memory, sampler.peaks())
             result.timings.append(t)
+            if t.clean:
+                result.round_profile = profile_run(client, project, t) or result.round_profile
             log(f"  stack: {t.status} in {t.wall:.1f} s ({t.failures} node failures)")
             log(f"{what}: bare, {rounds} round(s)")
             b = bare.time_run(rounds)
@@ -136,6 +146,11 @@ def run(rounds: int = 3, repeat: int = 2, max_supernodes: int = 120, skip_capaci
     report.write_text(render_report(result))
     log(f"wrote {report.relative_to(paths.ROOT) if report.is_relative_to(paths.ROOT) else report}")
     return result
+
+
+def profile_run(client, project: str, t: Timing):
+    """Where the time of a completed stack run went, from its SuperNodes' logs."""
+    return rounds.measure(client, project, t.run_id, t.started, t.started + t.wall, t.rounds)
 
 
 def idle_supernode_processes(client, project: str, org: str) -> list[dict]:

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .. import paths
-from . import footprint, notebooks
+from . import footprint, notebooks, rounds
 from .common import APP, CLIENTAPPS_PER_CORE, MIB, median
 
 
@@ -35,6 +35,8 @@ class Timing:
     nodes: int | None = None  # SuperNodes online when it was submitted
     failures: int = 0         # replies the strategy counted as failures (all rounds)
     min_replies: int | None = None   # fewest results any aggregation received
+    started: float | None = None     # epoch seconds, submitted (stack runs)
+    rounds: list[float] = field(default_factory=list)   # seconds per round, from its streamed log
 
     @property
     def completed(self) -> bool:
@@ -84,6 +86,7 @@ class Result:
     supernode_processes: list[dict] = field(default_factory=list)   # memory.container_processes
     footprint: object | None = None    # footprint.Footprint when measured
     notebooks: object | None = None    # notebooks.NotebookFigures when measured
+    round_profile: object | None = None   # rounds.RoundProfile of a clean stack run
 
     def clean(self, mode: str) -> list[Timing]:
         return [t for t in self.timings if t.mode == mode and t.clean]
@@ -229,6 +232,7 @@ def render_report(r: Result) -> str:
     lines += footprint.render(r.footprint) if r.footprint else []
     lines += notebooks.render(r.notebooks)
     lines += ["", ROUND_BREAKDOWN.read_text().rstrip()]
+    lines += rounds.render(r.round_profile)
     if r.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in r.notes]
     return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ from .. import federation, runlog, stack
 from ..errors import FedopsError
 from .common import sigint_deferred, APP, _float, log
 from .report import Timing
+from .rounds import round_times
 
 
 def strip_level(text: str) -> str:
@@ -16,6 +17,7 @@ def strip_level(text: str) -> str:
 
 
 REPLIES_RE = runlog.REPLIES_RE
+ROUND_HEADER_RE = runlog.ROUND_HEADER_RE
 
 
 def count_replies(text: str, stats: dict) -> None:
@@ -39,6 +41,10 @@ def show_progress(prefix: str, stats: dict | None = None):
             log(f"  {prefix} | {strip_level(text)}")
         if runlog.ROUND_RE.search(text) or "Accuracy by round" in text or "ERROR" in text:
             log(f"  {prefix} | {strip_level(text)}")
+        if ROUND_HEADER_RE.search(text):              # a round begins: when its line arrived
+            stats.setdefault("round_marks", []).append(time.time())
+        elif "Accuracy by round" in text:
+            stats["end_mark"] = time.time()
     return on_line
 
 
@@ -90,7 +96,7 @@ def time_stack(rounds: int, overrides: dict | None = None, timeout: float = 1800
                org_names=()) -> Timing:
     """One run on the full stack, exactly as `invoke fl.run` does it."""
     nodes = count_online(federation.nodes(), set(org_names))[1]   # before the clock starts
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
     run_id = federation.submit(APP, rounds, overrides)
     log(f"  {label}: run {run_id} submitted ({nodes} SuperNodes online)")
     stats: dict = {}
@@ -104,4 +110,5 @@ def time_stack(rounds: int, overrides: dict | None = None, timeout: float = 1800
     if not row["status"].startswith("finished"):
         federation.stop(run_id)
     return Timing(label, wall, str(run_id), row["status"], _float(row.get("elapsed")), nodes,
-                  stats.get("failures", 0), stats.get("min_replies"))
+                  stats.get("failures", 0), stats.get("min_replies"), started,
+                  round_times(stats.get("round_marks", []), stats.get("end_mark")))
