@@ -41,4 +41,15 @@ def test_replies_and_failures_are_counted_from_the_log():
                  "INFO :      aggregate_evaluate: Received 2 results and 1 failures",
                  "INFO :      [ROUND 2/3]"):
         on_line(line)
+    marks = stats.pop("round_marks")
     assert stats == {"failures": 1, "min_replies": 2}
+    assert len(marks) == 1              # when the round's header line arrived
+
+
+def test_a_round_begins_at_its_header_line_and_the_run_ends_at_the_accuracies():
+    stats = {}
+    on_line = stackrun.show_progress("t", stats)
+    for line in ("INFO :      [ROUND 1/3]", "INFO :      [ROUND 1] centralised evaluation: accuracy=0.8",
+                 "INFO :      [ROUND 2/3]", "INFO :      Accuracy by round (0 = initial model): 0.1, 0.8"):
+        on_line(line)
+    assert len(stats["round_marks"]) == 2 and stats["end_mark"] >= stats["round_marks"][-1]
