@@ -15,17 +15,17 @@ from .capacity import BENCH_LABEL, capacity_wave, probe_capacity
 from .common import log
 from .machine import machine_info, total_memory
 from .memory import MemorySampler, container_processes, merge_peaks
-from .report import REPORT, Result, Timing, TARGET_RATIO, capacity_summary, fmt, render_bringup, render_report, splice
+from .report import REPORT, Result, Timing, TARGET_RATIO, capacity_summary, fmt, render_bringup, render_capacity, render_report, splice
 from .stackrun import check_stack, time_stack
 
 
 # Parts `--only` re-measures, each its own section of the report; the rest of the
 # report is kept as the last full run wrote it.
-PARTS = ("monitoring", "notebooks", "bringup", "rounds")
+PARTS = ("monitoring", "notebooks", "bringup", "rounds", "capacity")
 DEFAULT_ROUNDS = 3
 
 
-def run_parts(parts: tuple[str, ...], report: Path = REPORT) -> Result:
+def run_parts(parts: tuple[str, ...], report: Path = REPORT, max_supernodes: int = 120) -> Result:
     """Measure only `parts` and put their sections into the existing report."""
     import docker
 
@@ -48,6 +48,15 @@ def run_parts(parts: tuple[str, ...], report: Path = REPORT) -> Result:
     if "notebooks" in parts:
         result.notebooks = notebooks.measure(fed, client, project)
         text = splice(text, notebooks.render(result.notebooks) + ["", stamp])
+    if "capacity" in parts:
+        online = check_stack(fed)
+        result.max_supernodes, result.capacity_wave = max_supernodes, capacity_wave()
+        with MemorySampler(client, project, services=("supernode-",), extra_label=f"{BENCH_LABEL}=1") as sampler:
+            why = probe_capacity(client, project, fed, len(online), max_supernodes, sampler, result.capacity,
+                                 total_memory())
+        result.capacity_note = f"the probe stopped because {why}"
+        log(f"capacity: {capacity_summary(result.capacity, max_supernodes)}")
+        text = splice(text, render_capacity(result) + ["", stamp])
     if "rounds" in parts:
         log(f"rounds: one stack run of {DEFAULT_ROUNDS} rounds, profiled from the SuperNodes' logs")
         t = time_stack(DEFAULT_ROUNDS, org_names=[o.name for o in fed.organisations])

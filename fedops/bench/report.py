@@ -196,38 +196,7 @@ def render_report(r: Result) -> str:
     if not r.memory:
         lines.append("| (no samples) | | | |")
     lines += render_supernode_cost(r)
-    lines += [
-        "",
-        "## Capacity",
-        "",
-        "How many SuperNodes this machine runs with a round still completing. Extra",
-        "SuperNode containers (same image and limits as the sites', label `fl.bench=1`),",
-        "spread over the existing sites' network namespaces so that they reach the edge",
-        "through the site proxies, each with its own freshly generated and registered key,",
-        "join the organisations' SuperNodes; at each step a one-round run waits for all of",
-        "them (`--run-config \"num-server-rounds=1 min-nodes=N max-parallel-nodes=W\"`,",
-        f"W = {r.capacity_wave}, {CLIENTAPPS_PER_CORE} per core: each phase's messages go out W SuperNodes at a time, since",
-        "every message starts a ClientApp process that flwr 1.42 fails unless it starts",
-        "within 30 s, and SuperNodes on one machine share its cores). The probe doubles the",
-        "count at each step and stops at the first round that fails or loses a SuperNode's",
-        "reply, when the host's available memory fell below 10 %, or at the cap; the extra",
-        "containers are removed and their keys unregistered afterwards. Extra SuperNodes",
-        "reuse the organisations' data partitions.",
-        "",
-    ]
-    if r.capacity:
-        lines += ["| SuperNodes | status | node failures | wall (s) | peak SuperNode (MiB) | "
-                  "host memory available, lowest (GiB) |",
-                  "|---|---|---|---|---|---|"]
-        for s in r.capacity:
-            lines.append(f"| {s.supernodes} | {s.status} | {s.failures} | {fmt(s.wall)} | "
-                         f"{fmt(s.peak_supernode / MIB if s.peak_supernode else None, '.0f')} | "
-                         f"{fmt(s.min_available / 1024 ** 3 if s.min_available else None, '.1f')} |")
-        lines += ["", f"Result: {capacity_summary(r.capacity, r.max_supernodes)}."]
-        if r.capacity_note:
-            lines += ["", f"Note: {r.capacity_note}."]
-    else:
-        lines.append(f"Not measured in this run{': ' + r.capacity_note if r.capacity_note else ''}.")
+    lines += render_capacity(r)
     lines += render_bringup(r.bringup)
     lines += footprint.render(r.footprint) if r.footprint else []
     lines += notebooks.render(r.notebooks)
@@ -263,6 +232,44 @@ def render_supernode_cost(r: Result) -> list[str]:
     return lines + ["", SUPERNODE_COST.read_text().rstrip()]
 
 BRINGUP_GOALS = {"warm": 1.5, "unchanged": 5.0, "rebuild": 0.10}
+
+
+def render_capacity(r: Result) -> list[str]:
+    """The capacity section: the probe's steps and where it stopped."""
+    lines = [
+        "",
+        "## Capacity",
+        "",
+        "How many SuperNodes this machine runs with a round still completing. Extra",
+        "SuperNode containers (same image and limits as the sites', label `fl.bench=1`),",
+        "spread over the existing sites' network namespaces so that they reach the edge",
+        "through the site proxies, each with its own freshly generated and registered key,",
+        "join the organisations' SuperNodes; at each step a one-round run waits for all of",
+        "them (`--run-config \"num-server-rounds=1 min-nodes=N max-parallel-nodes=W\"`,",
+        f"W = {r.capacity_wave}, {CLIENTAPPS_PER_CORE} per core: at most W of a phase's messages are outstanding, the",
+        "next sent as a reply comes in, since",
+        "every message starts a ClientApp process that flwr 1.42 fails unless it starts",
+        "within 30 s, and SuperNodes on one machine share its cores). The probe doubles the",
+        "count at each step and stops at the first round that fails or loses a SuperNode's",
+        "reply, when the host's available memory fell below 10 %, or at the cap; the extra",
+        "containers are removed and their keys unregistered afterwards. Extra SuperNodes",
+        "reuse the organisations' data partitions.",
+        "",
+    ]
+    if r.capacity:
+        lines += ["| SuperNodes | status | node failures | wall (s) | peak SuperNode (MiB) | "
+                  "host memory available, lowest (GiB) |",
+                  "|---|---|---|---|---|---|"]
+        for s in r.capacity:
+            lines.append(f"| {s.supernodes} | {s.status} | {s.failures} | {fmt(s.wall)} | "
+                         f"{fmt(s.peak_supernode / MIB if s.peak_supernode else None, '.0f')} | "
+                         f"{fmt(s.min_available / 1024 ** 3 if s.min_available else None, '.1f')} |")
+        lines += ["", f"Result: {capacity_summary(r.capacity, r.max_supernodes)}."]
+        if r.capacity_note:
+            lines += ["", f"Note: {r.capacity_note}."]
+    else:
+        lines.append(f"Not measured in this run{': ' + r.capacity_note if r.capacity_note else ''}.")
+    return lines
 
 
 def goal(value: float | None, limit: float) -> str:

@@ -14,7 +14,7 @@ from . import clear_errors
     "skip_capacity": "skip the capacity probe (no extra SuperNode containers are started)",
     "skip_bringup": "skip the bring-up and rebuild timings (no throwaway deployment)",
     "skip_cold_build": "time bring-up, but not the cold build of every image (--no-cache takes minutes)",
-    "only": "re-measure only these parts, comma-separated (monitoring, notebooks, bringup, rounds), and update their "
+    "only": "re-measure only these parts, comma-separated (monitoring, notebooks, bringup, rounds, capacity), and update their "
             "sections of docs/benchmarks.md, keeping the rest"})
 @clear_errors
 def bench(c, rounds=3, repeat=2, max_supernodes=120, skip_capacity=False, skip_bringup=False,
@@ -32,7 +32,7 @@ def bench(c, rounds=3, repeat=2, max_supernodes=120, skip_capacity=False, skip_b
     # throwaway users deleted.
     signal.signal(signal.SIGTERM, _interrupt)
     if only:
-        bench_.run_parts(tuple(p.strip() for p in only.split(",") if p.strip()))
+        bench_.run_parts(tuple(p.strip() for p in only.split(",") if p.strip()), max_supernodes=int(max_supernodes))
         return
     result = bench_.run(rounds=int(rounds), repeat=int(repeat), max_supernodes=int(max_supernodes),
                         skip_capacity=skip_capacity, skip_bringup=skip_bringup,

@@ -15,7 +15,7 @@ class Replies:
         self.waves, self.pulls, self.pushed = list(waves), 0, []
 
     def push_messages(self, messages):
-        ids = [f"m{len(self.pushed) + i}" for i, _ in enumerate(messages)]
+        ids = [f"m{sum(map(len, self.pushed)) + i}" for i, _ in enumerate(messages)]
         self.pushed.append(ids)
         return ids
 
@@ -67,8 +67,17 @@ def test_waves_bound_how_many_nodes_work_at_once():
     assert grid.most == 10                       # no waves: all at once, as flwr does
 
 
-def test_a_timeout_covers_every_wave():
+def test_a_timeout_covers_every_message():
     grid = Replies([["m0"], [], [], [], [], [], [], [], [], []])
     replies = PollingGrid(grid, 0.01, wave=1).send_and_receive([object()] * 3, timeout=0.05)
     assert [r.metadata.reply_to_message_id for r in replies] == ["m0"]
-    assert len(grid.pushed) == 2                 # the third wave was never sent
+    assert len(grid.pushed) == 2                 # the third message was never sent
+
+
+def test_each_reply_lets_the_next_message_go_without_waiting_for_the_slowest():
+    # m0 is slow; m1's reply frees its place for m2, m2's for m3, while m0 still works
+    grid = Replies([[], ["m1"], ["m2"], ["m3"], ["m0"]])
+    replies = PollingGrid(grid, 0.001, wave=2).send_and_receive([object()] * 4)
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m0", "m1", "m2", "m3"]
+    assert grid.pushed == [["m0", "m1"], ["m2"], ["m3"]]
+    assert grid.pulls == 5

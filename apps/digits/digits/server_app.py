@@ -18,10 +18,11 @@ class PollingGrid(Grid):
     """The runtime's Grid, waiting for replies with a short poll: flwr 1.42's
     HttpGrid.send_and_receive sleeps a fixed 3 s between pulls, about 1.5 s lost per
     phase on average (docs/benchmarks.md, "Where a round's time goes"). With `wave`
-    > 0 it sends a phase's messages that many at a time, each wave once the previous
-    one has replied: every message starts a ClientApp process, which flwr 1.42 fails
-    unless it starts within 30 s of being claimed, so SuperNodes sharing one machine's
-    CPUs must not all start theirs at once. Everything else is the runtime's own Grid."""
+    > 0 at most that many of a phase's messages are outstanding at a time: every
+    message starts a ClientApp process, which flwr 1.42 fails unless it starts within
+    30 s of being claimed, so SuperNodes sharing one machine's CPUs must not all start
+    theirs at once. Each reply lets the next message go (a sliding window, not waves
+    that wait for their slowest member). Everything else is the runtime's own Grid."""
 
     def __init__(self, grid: Grid, interval: float, wave: int = 0):
         self._grid, self._interval, self._wave = grid, interval, wave
@@ -46,23 +47,23 @@ class PollingGrid(Grid):
         return self._grid.pull_messages(message_ids)
 
     def send_and_receive(self, messages, *, timeout=None):
-        """Push (in waves), then pull every `interval` until every reply is in or
-        `timeout` (None: no limit, else for the whole call) has passed; the replies
-        received, like the runtime's own."""
-        messages = list(messages)
-        size = self._wave if self._wave > 0 else max(len(messages), 1)
+        """Push (at most `wave` outstanding), then pull every `interval` until every
+        reply is in or `timeout` (None: no limit, else for the whole call) has passed;
+        the replies received, like the runtime's own."""
+        waiting = list(messages)
+        window = self._wave if self._wave > 0 else max(len(waiting), 1)
         end = None if timeout is None else time.monotonic() + timeout
-        replies = []
-        for start in range(0, len(messages), size):
-            if end is not None and time.monotonic() >= end:
-                break
-            pending = set(self._grid.push_messages(messages[start:start + size]))
-            while pending and (end is None or time.monotonic() < end):
-                got = list(self._grid.pull_messages(pending))
-                replies.extend(got)
-                pending.difference_update(m.metadata.reply_to_message_id for m in got)
-                if pending:
-                    time.sleep(self._interval)
+        replies, pending = [], set()
+        while (waiting or pending) and (end is None or time.monotonic() < end):
+            if waiting and len(pending) < window:
+                room = window - len(pending)
+                pending.update(self._grid.push_messages(waiting[:room]))
+                del waiting[:room]
+            got = list(self._grid.pull_messages(pending))
+            replies.extend(got)
+            pending.difference_update(m.metadata.reply_to_message_id for m in got)
+            if pending and not got:
+                time.sleep(self._interval)
         return replies
 
 
