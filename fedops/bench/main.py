@@ -49,13 +49,8 @@ def run_parts(parts: tuple[str, ...], report: Path = REPORT, max_supernodes: int
         result.notebooks = notebooks.measure(fed, client, project)
         text = splice(text, notebooks.render(result.notebooks) + ["", stamp])
     if "capacity" in parts:
-        online = check_stack(fed)
         result.max_supernodes, result.capacity_wave = max_supernodes, capacity_wave()
-        with MemorySampler(client, project, services=("supernode-",), extra_label=f"{BENCH_LABEL}=1") as sampler:
-            why = probe_capacity(client, project, fed, len(online), max_supernodes, sampler, result.capacity,
-                                 total_memory())
-        result.capacity_note = f"the probe stopped because {why}"
-        log(f"capacity: {capacity_summary(result.capacity, max_supernodes)}")
+        measure_capacity(client, project, fed, len(check_stack(fed)), result)
         text = splice(text, render_capacity(result) + ["", stamp])
     if "rounds" in parts:
         log(f"rounds: one stack run of {DEFAULT_ROUNDS} rounds, profiled from the SuperNodes' logs")
@@ -128,17 +123,7 @@ def run(rounds: int = DEFAULT_ROUNDS, repeat: int = 2, max_supernodes: int = 120
     if skip_capacity:
         result.capacity_note = "skipped (--skip-capacity)"
     else:
-        with MemorySampler(client, project, services=("supernode-",),
-                           extra_label=f"{BENCH_LABEL}=1") as sampler:
-            try:
-                why = probe_capacity(client, project, fed, n, max_supernodes, sampler, result.capacity,
-                                     total_memory())
-                result.notes.append(f"the capacity probe stopped because {why}")
-            except FedopsError as exc:
-                result.capacity_note = f"the probe failed: {exc.problem}"
-                log(f"capacity probe failed: {exc}")
-        if result.capacity:
-            log(f"capacity: {capacity_summary(result.capacity, max_supernodes)}")
+        measure_capacity(client, project, fed, n, result)
 
     log("monitoring: the stack's memory by phase, Prometheus' series, samples and TSDB")
     result.footprint = footprint.measure(client, project)
@@ -155,6 +140,21 @@ def run(rounds: int = DEFAULT_ROUNDS, repeat: int = 2, max_supernodes: int = 120
     report.write_text(render_report(result))
     log(f"wrote {report.relative_to(paths.ROOT) if report.is_relative_to(paths.ROOT) else report}")
     return result
+
+
+def measure_capacity(client, project: str, fed, base: int, result: Result) -> None:
+    """The capacity probe from `base` SuperNodes up to result.max_supernodes, into
+    result.capacity; why it stopped (or failed) into result.capacity_note."""
+    with MemorySampler(client, project, services=("supernode-",), extra_label=f"{BENCH_LABEL}=1") as sampler:
+        try:
+            why = probe_capacity(client, project, fed, base, result.max_supernodes, sampler, result.capacity,
+                                 total_memory())
+            result.capacity_note = f"the probe stopped because {why}"
+        except FedopsError as exc:
+            result.capacity_note = f"the probe failed: {exc.problem}"
+            log(f"capacity probe failed: {exc}")
+    if result.capacity:
+        log(f"capacity: {capacity_summary(result.capacity, result.max_supernodes)}")
 
 
 def profile_run(client, project: str, t: Timing):
