@@ -15,7 +15,8 @@ from .capacity import BENCH_LABEL, capacity_wave, probe_capacity
 from .common import log
 from .machine import machine_info, total_memory
 from .memory import MemorySampler, container_processes, merge_peaks
-from .report import REPORT, Result, Timing, TARGET_RATIO, capacity_summary, fmt, render_bringup, render_capacity, render_report, splice
+from .report import (REPORT, Result, Timing, TARGET_RATIO, capacity_summary, fmt, render_bringup, render_capacity,
+                     render_report, splice)
 from .stackrun import check_stack, time_stack
 
 
