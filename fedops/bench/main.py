@@ -16,14 +16,15 @@ from .common import log
 from .machine import machine_info, total_memory
 from .memory import MemorySampler, container_processes, merge_peaks
 from .report import (REPORT, Result, Timing, TARGET_RATIO, capacity_summary, fmt, render_bringup, render_capacity,
-                     render_report, splice)
+                     render_memory, render_pairs, render_report, render_supernode_cost, splice)
 from .stackrun import check_stack, time_stack
 
 
 # Parts `--only` re-measures, each its own section of the report; the rest of the
 # report is kept as the last full run wrote it.
-PARTS = ("monitoring", "notebooks", "bringup", "rounds", "capacity")
+PARTS = ("pairs", "monitoring", "notebooks", "bringup", "rounds", "capacity")
 DEFAULT_ROUNDS = 3
+DEFAULT_REPEAT = 2
 
 
 def run_parts(parts: tuple[str, ...], report: Path = REPORT, max_supernodes: int = 120) -> Result:
@@ -49,6 +50,17 @@ def run_parts(parts: tuple[str, ...], report: Path = REPORT, max_supernodes: int
     if "notebooks" in parts:
         result.notebooks = notebooks.measure(fed, client, project)
         text = splice(text, notebooks.render(result.notebooks) + ["", stamp])
+    if "pairs" in parts:
+        online = check_stack(fed)
+        partitions = [fed.organisation(o).partition_id for o in online]
+        BareFederation(partitions, len(fed.organisations)).preflight()
+        result.rounds, result.repeat, result.supernodes = DEFAULT_ROUNDS, DEFAULT_REPEAT, len(online)
+        measure_pairs(client, project, fed, online, result)
+        log(f"ratio stack/bare (medians): {fmt(result.ratio, '.2f')}x (target <= {TARGET_RATIO}x)")
+        notes = [""] + [f"Note: {n}." for n in result.notes] if result.notes else []
+        for section in (render_pairs(result) + notes, render_memory(result), render_supernode_cost(result),
+                        rounds.render(result.round_profile)):
+            text = splice(text, section + ["", stamp])
     if "capacity" in parts:
         result.max_supernodes, result.capacity_wave = max_supernodes, capacity_wave()
         measure_capacity(client, project, fed, len(check_stack(fed)), result)
@@ -68,7 +80,7 @@ def run_parts(parts: tuple[str, ...], report: Path = REPORT, max_supernodes: int
     return result
 
 
-def run(rounds: int = DEFAULT_ROUNDS, repeat: int = 2, max_supernodes: int = 120, skip_capacity: bool = False,
+def run(rounds: int = DEFAULT_ROUNDS, repeat: int = DEFAULT_REPEAT, max_supernodes: int = 120, skip_capacity: bool = False,
         skip_bringup: bool = False, skip_cold_build: bool = False, report: Path = REPORT) -> Result:
     import docker
 
@@ -91,6 +103,39 @@ def run(rounds: int = DEFAULT_ROUNDS, repeat: int = 2, max_supernodes: int = 120
                             f"(partitions {', '.join(map(str, partitions))} of {len(orgs)})")
         log(f"  only {n} of {len(orgs)} organisations' SuperNodes online: both modes use {n}")
 
+    measure_pairs(client, project, fed, online, result)
+    q = result.ratio
+    log(f"ratio stack/bare (medians): {fmt(q, '.2f')}x (target <= {TARGET_RATIO}x)")
+
+    if skip_capacity:
+        result.capacity_note = "skipped (--skip-capacity)"
+    else:
+        measure_capacity(client, project, fed, n, result)
+
+    log("monitoring: the stack's memory by phase, Prometheus' series, samples and TSDB")
+    result.footprint = footprint.measure(client, project)
+    try:
+        result.notebooks = notebooks.measure(fed, client, project)
+    except (FedopsError, OSError, httpx.HTTPError) as exc:
+        result.notes.append(f"notebook servers not measured: {getattr(exc, 'problem', exc)}")
+        log(f"notebooks not measured: {exc}")
+
+    if not skip_bringup:
+        result.bringup = bringup.measure(cold_build=not skip_cold_build)
+
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(render_report(result))
+    log(f"wrote {report.relative_to(paths.ROOT) if report.is_relative_to(paths.ROOT) else report}")
+    return result
+
+
+def measure_pairs(client, project: str, fed, online: list[str], result: Result) -> None:
+    """Stack and bare runs in turn (result.rounds rounds, result.repeat clean pairs
+    wanted), the containers' peak memory during the stack's, the round profile of a
+    clean stack run and a SuperNode's processes afterwards; notes on disturbed runs."""
+    orgs = [o.name for o in fed.organisations]
+    n, rounds, repeat = len(online), result.rounds, result.repeat
+    partitions = [fed.organisation(o).partition_id for o in online]
     log(f"starting bare Flower: 1 SuperLink, {n} SuperNodes (insecure, host processes)")
     with BareFederation(partitions, len(orgs)) as bare, MemorySampler(client, project) as sampler:
         log(f"  bare SuperLink on 127.0.0.1:{bare.port}, {n} SuperNodes online")
@@ -118,29 +163,6 @@ def run(rounds: int = DEFAULT_ROUNDS, repeat: int = 2, max_supernodes: int = 120
         if not result.clean(mode) and any(t.mode == mode and t.completed for t in result.timings):
             result.notes.append(f"no {mode} run was free of node failures: its median includes disturbed runs")
     result.supernode_processes = idle_supernode_processes(client, project, online[0]) if online else []
-    q = result.ratio
-    log(f"ratio stack/bare (medians): {fmt(q, '.2f')}x (target <= {TARGET_RATIO}x)")
-
-    if skip_capacity:
-        result.capacity_note = "skipped (--skip-capacity)"
-    else:
-        measure_capacity(client, project, fed, n, result)
-
-    log("monitoring: the stack's memory by phase, Prometheus' series, samples and TSDB")
-    result.footprint = footprint.measure(client, project)
-    try:
-        result.notebooks = notebooks.measure(fed, client, project)
-    except (FedopsError, OSError, httpx.HTTPError) as exc:
-        result.notes.append(f"notebook servers not measured: {getattr(exc, 'problem', exc)}")
-        log(f"notebooks not measured: {exc}")
-
-    if not skip_bringup:
-        result.bringup = bringup.measure(cold_build=not skip_cold_build)
-
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(render_report(result))
-    log(f"wrote {report.relative_to(paths.ROOT) if report.is_relative_to(paths.ROOT) else report}")
-    return result
 
 
 def measure_capacity(client, project: str, fed, base: int, result: Result) -> None:

@@ -14,7 +14,7 @@ from . import clear_errors
     "skip_capacity": "skip the capacity probe (no extra SuperNode containers are started)",
     "skip_bringup": "skip the bring-up and rebuild timings (no throwaway deployment)",
     "skip_cold_build": "time bring-up, but not the cold build of every image (--no-cache takes minutes)",
-    "only": "re-measure only these parts, comma-separated (monitoring, notebooks, bringup, rounds, capacity), and update their "
+    "only": "re-measure only these parts, comma-separated (pairs, monitoring, notebooks, bringup, rounds, capacity), and update their "
             "sections of docs/benchmarks.md, keeping the rest"})
 @clear_errors
 def bench(c, rounds=3, repeat=2, max_supernodes=120, skip_capacity=False, skip_bringup=False,
