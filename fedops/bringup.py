@@ -142,9 +142,9 @@ def up(c, fed: config.Federation, profiles=(), build: bool = True, hooks: dict[s
     """Bring every service up by dependencies, waiting for readiness. `restart`: services
     with new certificates (reloaded or restarted when already running). `hooks`: run
     when the named service becomes ready, before its dependents start. `model`: the
-    Compose model read with these profiles or more (stack.for_profiles), if at hand."""
-    preflight.docker_engine()
-    the_model = stack.for_profiles(model, profiles) if model is not None else stack.model(profiles)
+    Compose model read with these profiles or more (stack.for_profiles), if at hand.
+    The caller has checked the engine (preflight.docker_engine)."""
+    the_model = stack.model(profiles, within=model)
     preflight.ports(stack.published_ports(the_model), engine.held_ports(compose.project_name()))
     nodes = graph(the_model)
     if build:

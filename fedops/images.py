@@ -113,7 +113,7 @@ def build(c, services: list[str] | None = None, profiles=(), no_cache: bool = Fa
     profiles = tuple(dict.fromkeys((*profiles, *BUILD_ONLY_PROFILES)))
     from . import stack
     # read once: the images and their build sections
-    model = stack.for_profiles(model, profiles) if model is not None else stack.model(profiles)
+    model = stack.model(profiles, within=model)
     known = buildable(profiles, model)
     specs = model["services"]
     by_label = {label(image): name for name, image in known.items()}

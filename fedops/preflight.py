@@ -30,13 +30,7 @@ def check_compose_version(text: str) -> None:
                           f"need {MIN_COMPOSE[0]}.{MIN_COMPOSE[1]} or newer (`include:`)", COMPOSE_INSTALL)
 
 
-_engine_checked = False      # once per process: `invoke up` asks before preparing and again in bring-up
-
-
 def docker_engine() -> None:
-    global _engine_checked
-    if _engine_checked:
-        return
     if not shutil.which("docker"):
         raise FedopsError("the docker command is not installed",
                           "install Docker Engine >= 20.10 with the Compose v2 plugin")
@@ -46,7 +40,6 @@ def docker_engine() -> None:
     if proc.returncode != 0:
         raise FedopsError("Docker Compose v2 (`docker compose`) is not installed", COMPOSE_INSTALL)
     check_compose_version(proc.stdout)
-    _engine_checked = True
 
 
 def port_free(address: str, port: int) -> bool:

@@ -28,8 +28,11 @@ def reloads_certificates(service: str) -> bool:
     return service == "nginx" or service.startswith("siteproxy-")
 
 
-def model(profiles=()) -> dict:
-    """The merged Compose model (`docker compose config`), as Compose resolves it."""
+def model(profiles=(), within: dict | None = None) -> dict:
+    """The merged Compose model (`docker compose config`), as Compose resolves it;
+    cut from `within`, a model read with these profiles or more, when given."""
+    if within is not None:
+        return for_profiles(within, profiles)
     out = compose.call("config", "--format", "json", profiles=profiles)
     if out.returncode != 0:
         raise FedopsError(f"docker compose rejected the configuration:\n{out.stderr.strip()}",
