@@ -1,1 +1,1 @@
-"""digits: a Flower App for the platform's federation (scikit-learn's digits data)."""
+"""digits: a Flower App for the platform's federation (the handwritten digits bundled with scikit-learn)."""

@@ -26,13 +26,13 @@ def _partition(context: Context):
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     x_train, y_train, _, _ = _partition(context)
-    model = task.new_model(msg.content["arrays"].to_numpy_ndarrays(),
-                           max_iter=int(context.run_config["local-iterations"]),
-                           c=float(context.run_config["c"]))
-    train_loss = task.train(model, x_train, y_train)
-    _, train_acc = task.evaluate(model, x_train, y_train)
+    cfg = context.run_config
+    params, train_loss = task.train(msg.content["arrays"].to_numpy_ndarrays(), x_train, y_train,
+                                    steps=int(cfg["local-steps"]),
+                                    learning_rate=float(cfg["learning-rate"]), c=float(cfg["c"]))
+    _, train_acc = task.evaluate(params, x_train, y_train)
     content = RecordDict({
-        "arrays": ArrayRecord(task.get_parameters(model)),
+        "arrays": ArrayRecord(params),
         "metrics": MetricRecord({"train_loss": train_loss, "train_accuracy": train_acc,
                                  "num-examples": len(y_train)}),
     })
@@ -42,8 +42,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     _, _, x_test, y_test = _partition(context)
-    model = task.new_model(msg.content["arrays"].to_numpy_ndarrays())
-    loss, accuracy = task.evaluate(model, x_test, y_test)
+    loss, accuracy = task.evaluate(msg.content["arrays"].to_numpy_ndarrays(), x_test, y_test)
     content = RecordDict({
         "metrics": MetricRecord({"eval_loss": loss, "eval_accuracy": accuracy,
                                  "num-examples": len(y_test)}),

@@ -72,7 +72,7 @@ app = ServerApp()
 
 def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
     x_test, y_test = task.load_test_set()
-    loss, accuracy = task.evaluate(task.new_model(arrays.to_numpy_ndarrays()), x_test, y_test)
+    loss, accuracy = task.evaluate(arrays.to_numpy_ndarrays(), x_test, y_test)
     log(INFO, "[ROUND %s] centralised evaluation: accuracy=%.4f loss=%.4f (%s test images)",
         server_round, accuracy, loss, len(y_test))
     return MetricRecord({"accuracy": accuracy, "loss": loss})
@@ -96,7 +96,7 @@ def main(grid: Grid, context: Context) -> None:
         grid=PollingGrid(grid, interval or 3.0, wave) if interval > 0 or wave > 0 else grid,
         initial_arrays=ArrayRecord(task.initial_parameters()),
         num_rounds=num_rounds,
-        train_config=ConfigRecord({"local-iterations": int(cfg["local-iterations"])}),
+        train_config=ConfigRecord({"local-steps": int(cfg["local-steps"])}),
         evaluate_fn=central_evaluate,
     )
     accuracies = [float(m["accuracy"]) for _, m in sorted(result.evaluate_metrics_serverapp.items())]

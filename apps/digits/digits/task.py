@@ -1,35 +1,54 @@
 """Data, model and parameter helpers shared by the ServerApp and the ClientApp.
 
-The data set is scikit-learn's bundled `load_digits` (1797 8x8 images, 10 classes): it
-ships inside the scikit-learn wheel, so nothing is downloaded at run time. A fixed,
-stratified 25 % of it is the test set; the rest is shuffled with a fixed seed and split
-into `num-partitions` disjoint shards, one per SuperNode (`partition-id`).
+The data set is the handwritten digits that ship inside the scikit-learn wheel (the file
+behind `sklearn.datasets.load_digits`: 1797 8x8 images, 10 classes), so nothing is
+downloaded at run time. It is read with numpy alone: scikit-learn is located, not
+imported, because every message starts a new ClientApp process and importing
+scikit-learn's model code costs that process about 1.4 CPU-seconds, more than the
+ClientApp's own work (docs/benchmarks.md, "Where a round's time goes").
+
+A fixed, shuffled 25 % of the images is the test set; the rest is shuffled with a fixed
+seed and split into `num-partitions` disjoint shards, one per SuperNode (`partition-id`).
+The model is multinomial logistic regression (softmax) with L2 regularisation, trained
+by full-batch gradient descent from the global model.
 """
 from __future__ import annotations
 
-import warnings
+import importlib.util
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss
-from sklearn.model_selection import train_test_split
 
 N_CLASSES = 10
 N_FEATURES = 64
 SPLIT_SEED = 42
 SHUFFLE_SEED = 1234
 TEST_FRACTION = 0.25
+DATA_FILE = Path("datasets", "data", "digits.csv.gz")   # inside the scikit-learn package
+
+
+def data_file() -> Path:
+    """The digits file in the installed scikit-learn package, found without importing it."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("scikit-learn is not installed: the digits data ships in its wheel "
+                           "(pip install scikit-learn; the platform's images have it)")
+    path = Path(next(iter(spec.submodule_search_locations)), DATA_FILE)
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing: this scikit-learn does not ship the digits data")
+    return path
 
 
 @lru_cache(maxsize=1)
 def _train_test() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    x, y = load_digits(return_X_y=True)
-    x = x.astype(np.float64) / 16.0   # pixel intensities 0..16 -> 0..1
-    return tuple(train_test_split(x, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED,
-                                  stratify=y))
+    """(x_train, y_train, x_test, y_test), pixel intensities scaled from 0..16 to 0..1."""
+    table = np.loadtxt(data_file(), delimiter=",")
+    x, y = table[:, :-1] / 16.0, table[:, -1].astype(np.int64)
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(y))
+    n_test = round(len(y) * TEST_FRACTION)
+    test, train = order[:n_test], order[n_test:]
+    return x[train], y[train], x[test], y[test]
 
 
 def check_partition(partition_id: int, num_partitions: int) -> None:
@@ -48,7 +67,7 @@ def load_partition(partition_id: int, num_partitions: int):
     """(x_train, y_train, x_test, y_test) of one SuperNode: disjoint shards of the
     training set and of the test set."""
     check_partition(partition_id, num_partitions)
-    x_train, x_test, y_train, y_test = _train_test()
+    x_train, y_train, x_test, y_test = _train_test()
     tr = _shard(len(y_train), partition_id, num_partitions)
     te = _shard(len(y_test), partition_id, num_partitions)
     return x_train[tr], y_train[tr], x_test[te], y_test[te]
@@ -56,7 +75,7 @@ def load_partition(partition_id: int, num_partitions: int):
 
 def load_test_set():
     """The whole held-out test set (the ServerApp's centralised evaluation)."""
-    _, x_test, _, y_test = _train_test()
+    _, _, x_test, y_test = _train_test()
     return x_test, y_test
 
 
@@ -65,31 +84,34 @@ def initial_parameters() -> list[np.ndarray]:
     return [np.zeros((N_CLASSES, N_FEATURES)), np.zeros(N_CLASSES)]
 
 
-def new_model(params: list[np.ndarray], max_iter: int = 3, c: float = 1.0) -> LogisticRegression:
-    """A multinomial logistic regression holding `params` ([coef, intercept]); fit()
-    continues from them (warm start, L-BFGS)."""
-    model = LogisticRegression(C=c, max_iter=max_iter, warm_start=True)
-    model.classes_ = np.arange(N_CLASSES)
-    model.coef_ = np.array(params[0], dtype=np.float64, copy=True)
-    model.intercept_ = np.array(params[1], dtype=np.float64, copy=True)
-    return model
+def _probabilities(params: list[np.ndarray], x: np.ndarray) -> np.ndarray:
+    logits = x @ params[0].T + params[1]
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
 
 
-def get_parameters(model: LogisticRegression) -> list[np.ndarray]:
-    return [model.coef_, model.intercept_]
+def _log_loss(proba: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.log(np.clip(proba[np.arange(len(y)), y], 1e-15, None)).mean())
 
 
-def train(model: LogisticRegression, x: np.ndarray, y: np.ndarray) -> float:
-    """A few warm-started L-BFGS iterations; returns the training log-loss."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)   # max_iter is small on purpose
-        model.fit(x, y)
-    return float(log_loss(y, model.predict_proba(x), labels=np.arange(N_CLASSES)))
+def train(params: list[np.ndarray], x: np.ndarray, y: np.ndarray, steps: int = 20,
+          learning_rate: float = 1.0, c: float = 1.0) -> tuple[list[np.ndarray], float]:
+    """`steps` of full-batch gradient descent on the mean cross-entropy plus
+    ||coef||^2 / (2 c n) (scikit-learn's objective for LogisticRegression(C=c), divided
+    by n), from `params`. Returns (new params, training log-loss after the steps)."""
+    coef = np.array(params[0], dtype=np.float64, copy=True)
+    intercept = np.array(params[1], dtype=np.float64, copy=True)
+    n = max(len(y), 1)
+    onehot = np.eye(N_CLASSES)[y]
+    for _ in range(steps):
+        grad = (_probabilities([coef, intercept], x) - onehot) / n
+        coef -= learning_rate * (grad.T @ x + coef / (c * n))
+        intercept -= learning_rate * grad.sum(axis=0)
+    return [coef, intercept], _log_loss(_probabilities([coef, intercept], x), y)
 
 
-def evaluate(model: LogisticRegression, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(log-loss, accuracy) of the model on (x, y)."""
-    proba = model.predict_proba(x)
-    loss = float(log_loss(y, proba, labels=np.arange(N_CLASSES)))
-    accuracy = float((np.argmax(proba, axis=1) == y).mean())
-    return loss, accuracy
+def evaluate(params: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(log-loss, accuracy) of the model `params` on (x, y)."""
+    proba = _probabilities(params, x)
+    return _log_loss(proba, y), float((np.argmax(proba, axis=1) == y).mean())
