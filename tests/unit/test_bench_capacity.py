@@ -3,6 +3,7 @@
 
 from fedops import paths
 from fedops.bench import capacity
+from fedops.bench.report import CapacityStep
 
 
 def test_capacity_steps_double_in_multiples_of_the_sites_up_to_the_cap():
@@ -67,3 +68,18 @@ def test_supernode_keys_are_openssh_ec_p384_and_pass_the_images_check(tmp_path):
     key.write_bytes(private)
     key.chmod(0o400)
     assert entry.key_problems(key) == []      # what the SuperNode image checks
+
+
+def test_a_step_that_would_not_fit_in_memory_is_not_started():
+    """The memory per SuperNode is read from the steps so far; 96 on 23.5 GiB was tried
+    without this and left 0.2 GiB (Keycloak killed, the engine unresponsive)."""
+    gib, mib = 1024 ** 3, 1024 ** 2
+    total = int(23.5 * gib)
+    steps = [CapacityStep(3, 20.0, "finished:completed", min_available=21 * gib),
+             CapacityStep(24, 170.0, "finished:completed", min_available=21 * gib - 21 * 220 * mib),
+             CapacityStep(48, 615.0, "finished:completed", min_available=21 * gib - 45 * 220 * mib)]
+    why = capacity.memory_forecast(steps, 96, total)
+    assert why and "96" in why and "220 MiB per SuperNode" in why
+    assert capacity.memory_forecast(steps, 60, total) is None        # 12 more fit
+    assert capacity.memory_forecast(steps[:1], 96, total) is None    # one step: nothing to go by
+    assert capacity.memory_forecast(steps, 96, None) is None
