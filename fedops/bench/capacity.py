@@ -29,7 +29,7 @@ CAPACITY_TIMEOUT = 900              # seconds for one capacity round (start to f
 
 # The capacity rounds keep this many of a phase's messages per core outstanding (the
 # sample app's run config max-parallel-nodes): every message starts a ClientApp
-# process (~3.5 CPU-s of imports) that flwr 1.42 fails unless it starts within 30 s of
+# process (~2 CPU-s of flwr's imports) that flwr 1.42 fails unless it starts within 30 s of
 # being claimed, and a failed one is claimed and started again while the first still
 # runs, so too many at once collapse rather than slow down (measured on 2 cores: 12 at
 # once with 48 SuperNodes beside them gave no reply in 15 minutes).

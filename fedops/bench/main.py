@@ -16,7 +16,8 @@ from .common import log
 from .machine import machine_info, total_memory
 from .memory import MemorySampler, container_processes, merge_peaks
 from .report import (REPORT, Result, Timing, TARGET_RATIO, capacity_summary, fmt, render_bringup, render_capacity,
-                     render_memory, render_pairs, render_report, render_supernode_cost, splice)
+                     render_memory, render_pairs, render_report, render_round_breakdown, render_supernode_cost,
+                     splice)
 from .stackrun import check_stack, time_stack
 
 
@@ -61,6 +62,7 @@ def run_parts(parts: tuple[str, ...], report: Path = REPORT, max_supernodes: int
         for section in (render_pairs(result) + notes, render_memory(result), render_supernode_cost(result),
                         rounds.render(result.round_profile)):
             text = splice(text, section + ["", stamp])
+        text = splice(text, render_round_breakdown())      # written, not measured: no stamp
     if "capacity" in parts:
         result.max_supernodes, result.capacity_wave = max_supernodes, capacity_wave()
         measure_capacity(client, project, fed, len(check_stack(fed)), result)
@@ -71,7 +73,7 @@ def run_parts(parts: tuple[str, ...], report: Path = REPORT, max_supernodes: int
         result.round_profile = profile_run(client, project, t) if t.completed else None
         if not t.completed:
             log(f"  the run did not complete ({t.status}): nothing measured")
-        text = splice(text, rounds.render(result.round_profile) + ["", stamp])
+        text = splice(splice(text, render_round_breakdown()), rounds.render(result.round_profile) + ["", stamp])
     if "bringup" in parts:        # with the cold build: its ratio is measured in one run
         result.bringup = bringup.measure(cold_build=True)
         text = splice(text, render_bringup(result.bringup) + ["", stamp])

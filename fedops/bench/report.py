@@ -147,7 +147,7 @@ def render_report(r: Result) -> str:
     lines += render_bringup(r.bringup)
     lines += footprint.render(r.footprint) if r.footprint else []
     lines += notebooks.render(r.notebooks)
-    lines += ["", ROUND_BREAKDOWN.read_text().rstrip()]
+    lines += render_round_breakdown()
     lines += rounds.render(r.round_profile)
     if r.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in r.notes]
@@ -158,6 +158,12 @@ def render_report(r: Result) -> str:
 # SuperNode cheaper, kept beside this module.
 ROUND_BREAKDOWN = Path(__file__).with_name("round_breakdown.md")
 SUPERNODE_COST = Path(__file__).with_name("supernode_memory.md")
+
+
+def render_round_breakdown() -> list[str]:
+    """Where a round's time goes: the written half (round_breakdown.md, who sets each
+    step, what was tried), beside the measured half (rounds.render)."""
+    return [""] + ROUND_BREAKDOWN.read_text().rstrip().split("\n")
 
 
 def render_supernode_cost(r: Result) -> list[str]:
@@ -267,7 +273,8 @@ def render_capacity(r: Result) -> list[str]:
         "every message starts a ClientApp process that flwr 1.42 fails unless it starts",
         "within 30 s, and SuperNodes on one machine share its cores). The probe doubles the",
         "count at each step and stops at the first round that fails or loses a SuperNode's",
-        "reply, when the host's available memory fell below 10 %, or at the cap; the extra",
+        "reply, when the host's available memory fell below 10 % or would at the next step",
+        "(the memory per SuperNode read from the steps before), or at the cap; the extra",
         "containers are removed and their keys unregistered afterwards. Extra SuperNodes",
         "reuse the organisations' data partitions.",
         "",

@@ -74,3 +74,14 @@ def test_the_notebook_section_gives_medians_and_whether_all_servers_ran():
     assert "19 of 20 running, not all ready" in text and "slowest 30.0 s" in text
     assert "| an idle server (JupyterLab, no kernel) | 110 MiB" in text
     assert "Note: a server did not start: x." in text
+
+
+def test_the_written_round_breakdown_replaces_its_section_whole():
+    """`--only pairs` and `--only rounds` put round_breakdown.md's current text in place."""
+    from fedops.bench.report import ROUND_BREAKDOWN, render_round_breakdown
+    section = render_round_breakdown()
+    heading = next(line for line in section if line.startswith("## "))
+    stale = REPORT.replace("## Old part", heading)
+    out = splice(stale, section)
+    assert "old text" not in out and ROUND_BREAKDOWN.read_text().strip() in out
+    assert "old capacity" in out and out.endswith("- a\n")
