@@ -277,24 +277,23 @@ def probe_capacity(client, project: str, fed, base: int, cap: int, sampler: Memo
             for attempt in (1, 2):
                 sampler.reset()
                 step = _capacity_step(extra, orgs, sampler)
+                low = memory_short(step.min_available, total_memory)
                 # a round past CAPACITY_TIMEOUT, or with memory short, is the machine's
                 # limit, not a disturbance
-                if (step.clean or attempt == 2 or step.status.startswith("timed out")
-                        or memory_short(step.min_available, total_memory)):
+                if step.clean or attempt == 2 or step.status.startswith("timed out") or low:
                     break
                 log(f"  {step.status}: trying this step once more")
                 extra.restart_stopped()
             if attempt == 2:
                 step.status += " (2nd try)"
             results.append(step)
-            low = (f"memory ran short: {step.min_available / 1024 ** 3:.1f} GiB of "
-                   f"{total_memory / 1024 ** 3:.1f} GiB available at the lowest"
-                   if memory_short(step.min_available, total_memory) else "")
+            short = (f"memory ran short: {step.min_available / 1024 ** 3:.1f} GiB of "
+                     f"{total_memory / 1024 ** 3:.1f} GiB available at the lowest" if low else "")
             if not step.clean:
                 return ("a round failed" if not step.completed else
-                        f"{step.failures} SuperNodes' replies failed in the round") + (f" ({low})" if low else "")
-            if low:
-                return low
+                        f"{step.failures} SuperNodes' replies failed in the round") + (f" ({short})" if short else "")
+            if short:
+                return short
         return "the cap was reached"
 
 

@@ -62,7 +62,6 @@ def run_parts(parts: tuple[str, ...], report: Path = REPORT, max_supernodes: int
         for section in (render_pairs(result) + notes, render_memory(result), render_supernode_cost(result),
                         rounds.render(result.round_profile)):
             text = splice(text, section + ["", stamp])
-        text = splice(text, render_round_breakdown())      # written, not measured: no stamp
     if "capacity" in parts:
         result.max_supernodes, result.capacity_wave = max_supernodes, capacity_wave()
         measure_capacity(client, project, fed, len(check_stack(fed)), result)
@@ -73,10 +72,12 @@ def run_parts(parts: tuple[str, ...], report: Path = REPORT, max_supernodes: int
         result.round_profile = profile_run(client, project, t) if t.completed else None
         if not t.completed:
             log(f"  the run did not complete ({t.status}): nothing measured")
-        text = splice(splice(text, render_round_breakdown()), rounds.render(result.round_profile) + ["", stamp])
+        text = splice(text, rounds.render(result.round_profile) + ["", stamp])
     if "bringup" in parts:        # with the cold build: its ratio is measured in one run
         result.bringup = bringup.measure(cold_build=True)
         text = splice(text, render_bringup(result.bringup) + ["", stamp])
+    if {"pairs", "rounds"} & set(parts):    # the written half beside the round profile: no stamp
+        text = splice(text, render_round_breakdown())
     report.write_text(text)
     log(f"updated {', '.join(parts)} in {report.relative_to(paths.ROOT) if report.is_relative_to(paths.ROOT) else report}")
     return result

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from logging import INFO
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
@@ -96,7 +96,6 @@ def main(grid: Grid, context: Context) -> None:
         grid=PollingGrid(grid, interval or 3.0, wave) if interval > 0 or wave > 0 else grid,
         initial_arrays=ArrayRecord(task.initial_parameters()),
         num_rounds=num_rounds,
-        train_config=ConfigRecord({"local-steps": int(cfg["local-steps"])}),
         evaluate_fn=central_evaluate,
     )
     accuracies = [float(m["accuracy"]) for _, m in sorted(result.evaluate_metrics_serverapp.items())]
