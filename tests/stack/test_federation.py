@@ -132,6 +132,39 @@ def test_three_round_run_completes_with_rising_accuracy(stack):
     assert run_id in {r["run-id"] for r in federation.runs()}
 
 
+def container_processes(stack, service: str) -> list[tuple[int, int, str, str]]:
+    """(pid, parent pid, state, command line) of each process in the service's container."""
+    out = subprocess.run(["docker", "top", container_id(stack, service), "-o", "pid,ppid,stat,args"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()[1:]
+    rows = [line.split(None, 3) for line in out if line.strip()]
+    return [(int(pid), int(ppid), stat, args) for pid, ppid, stat, args in rows]
+
+
+def test_clientapps_are_started_by_the_warm_launcher_beside_each_supernode(stack):
+    """Each SuperNode container's main process is the launcher (services/supernode/
+    launcher.py), flower-supernode runs as its child with --isolation process, the run's
+    ClientApps ran (flwr's line, printed in the forked children) without a failed exit,
+    and none is left behind as a zombie."""
+    since = utc_now()
+    row = federation.wait_finished(federation.submit("digits", 1))
+    assert row["status"] == "finished:completed", row
+    for org in stack.fed.organisations:
+        service = f"supernode-{org.name}"
+        procs = container_processes(stack, service)
+        init = [p for p in procs if p[3].startswith("/sbin/docker-init")]
+        mains = [p for p in procs if init and p[1] == init[0][0]]
+        assert len(mains) == 1 and mains[0][3] == "python3 /usr/local/bin/entrypoint.py", procs
+        supernodes = [p for p in procs if "flower-supernode" in p[3]]
+        assert len(supernodes) == 1 and supernodes[0][1] == mains[0][0], procs
+        assert "--isolation process" in supernodes[0][3]
+        assert not any("flower-superexec" in p[3] or "flwr-clientapp" in p[3] for p in procs), procs
+        assert not [p for p in procs if p[2].startswith("Z")], f"zombies in {service}: {procs}"
+        assert "ClientApps are forked from pid" in stack.logs(service)
+        logs = stack.logs(service, since=since)
+        assert logs.count("Start `flwr-clientapp` process") >= 2, logs[-3000:]   # train, evaluate
+        assert "exited with" not in logs, logs[-3000:]
+
+
 def test_fl_status_names_every_organisation(stack):
     completed_run()
     out = stack.invoke("fl.status").stdout
@@ -289,8 +322,8 @@ def test_a_supernode_killed_during_a_run_is_restarted_and_the_next_run_completes
     # found the way the image's own healthcheck finds it.
     kill = ("import os, signal, sys; sys.path.insert(0, '/usr/local/bin'); import entrypoint\n"
             "for pid in entrypoint.supernode_pids(): os.kill(pid, signal.SIGKILL)")
-    # The container's init exits with the SuperNode, and Docker may end this exec session
-    # with it (137) before it returns: both are fine; the restart count below is the proof.
+    # The container's main process (the launcher) exits with the SuperNode, and Docker may
+    # end this exec session with it (137) before it returns: both are fine; the restart count below is the proof.
     killed = stack.compose("exec", "-T", "supernode-bravo", "python3", "-c", kill, check=False)
     assert killed.returncode in (0, 137), killed.stderr
     deadline = time.time() + 120

@@ -8,6 +8,7 @@ own flower-supernode argument parser.
 from __future__ import annotations
 
 import base64
+import re
 import os
 import shutil
 import struct
@@ -148,7 +149,7 @@ def test_command_is_secure(ep):
     assert pairs["--root-certificates"] == "/etc/fl/tls/ca.crt"
     assert pairs["--auth-supernode-private-key"] == "/etc/fl/site/supernode_key"
     assert pairs["--node-config"] == "partition-id=0 num-partitions=3"
-    assert pairs["--isolation"] == "subprocess"
+    assert pairs["--isolation"] == "process"      # the warm launcher is its SuperExec
     assert pairs["--host"] == "127.0.0.1"          # its Runtime API stays on the loopback
     assert pairs["--port"] == "9094"
     assert pairs["--health-server-address"] == "127.0.0.1:9098"
@@ -165,8 +166,23 @@ def test_flwr_parses_the_command_as_intended(ep, monkeypatch):
     assert args.auth_supernode_private_key == "/etc/fl/site/supernode_key"
     assert args.superlink == "127.0.0.1:9443"
     assert args.runtime_dependency_install is False
-    assert args.isolation == "subprocess"
+    assert args.isolation == "process"
     assert (args.host, args.port) == ("127.0.0.1", 9094)
+    flwrs = _parse_args_run_supernode().parse_args(
+        ep.build_command({**SITE, "SUPERNODE_LAUNCHER": "flwr"}, exists=no_files)[1:])
+    assert flwrs.isolation == "subprocess"          # flwr starts its own SuperExec
+
+
+def test_the_launcher_settings_are_checked_before_the_start(ep):
+    assert ep.launcher_settings({**SITE, "SUPERNODE_RUNTIME_PORT": "19101"}) == ("127.0.0.1:19101", ["numpy"], 1.0)
+    assert ep.launcher_settings({**SITE, "SUPERNODE_PRELOAD": ""})[1] == []
+    for bad, named in (({"SUPERNODE_LAUNCHER": "fast"}, "SUPERNODE_LAUNCHER='fast'"),
+                       ({"SUPERNODE_PRELOAD": "numpy torch/x"}, "SUPERNODE_PRELOAD item 'torch/x'"),
+                       ({"SUPERNODE_TASK_POLL_INTERVAL": "0"}, "SUPERNODE_TASK_POLL_INTERVAL='0'")):
+        with pytest.raises(ValueError, match=re.escape(named)):
+            ep.build_command({**SITE, **bad}, exists=no_files)
+    # flwr's own SuperExec ignores the launcher's settings
+    ep.build_command({**SITE, "SUPERNODE_LAUNCHER": "flwr", "SUPERNODE_PRELOAD": "x/y"}, exists=no_files)
 
 
 def test_key_file_choice(ep):
