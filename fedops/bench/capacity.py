@@ -13,6 +13,7 @@ from .. import federation, ownership, paths, runlog, secrets
 from ..errors import FedopsError
 from ..services import SUPERNODE_CPU_SHARES, SUPERNODE_UID
 from .common import CLIENTAPPS_PER_CORE, sigint_deferred, log
+from .machine import mem_available
 from .memory import MemorySampler
 from .report import CapacityStep
 from .stackrun import online_organisations, time_stack
@@ -97,6 +98,10 @@ def memory_forecast(steps: list[CapacityStep], target: int, total: int | None,
             f"{reserve:.0%} reserve")
 
 
+class MemoryShort(Exception):
+    """The host's available memory fell under the reserve while SuperNodes were added."""
+
+
 def bench_container_spec(index: int, token: str, image: str, site_container_id: str, key_path: Path,
                          ca_path: Path, partition_id: int, num_partitions: int) -> dict:
     """docker SDK `containers.run` arguments of one extra SuperNode: the sites' image,
@@ -171,10 +176,17 @@ class BenchNodes:
     def label_filter(self) -> str:
         return f"{BENCH_RUN_LABEL}={self.token}"
 
-    def add(self, count: int) -> None:
-        """Register and start `count` more SuperNodes (round-robin over the sites)."""
+    def add(self, count: int, total_memory: int | None = None, available=mem_available) -> None:
+        """Register and start `count` more SuperNodes (round-robin over the sites).
+        Raises MemoryShort, before the next one, when the host's available memory is
+        under MEMORY_RESERVE of `total_memory` (the forecast from earlier steps is an
+        estimate; this is the machine's own word)."""
         num = len(self.fed.organisations)
-        for _ in range(count):
+        for started in range(count):
+            now = available()
+            if memory_short(now, total_memory):
+                raise MemoryShort(f"memory ran short while starting SuperNodes: {now / 1024 ** 3:.1f} GiB "
+                                  f"of {total_memory / 1024 ** 3:.1f} GiB available after {started} of {count}")
             index = len(self.containers)
             org, site_id = self.sites[index % len(self.sites)]
             name = f"bench-{self.token}-{index}"
@@ -273,7 +285,13 @@ def probe_capacity(client, project: str, fed, base: int, cap: int, sampler: Memo
                 return short
             log(f"capacity: {target} SuperNodes ({base} organisations' + {target - base} bench)")
             if need > 0:
-                extra.add(need)
+                try:
+                    extra.add(need, total_memory)
+                except MemoryShort as exc:
+                    log(f"  {exc}")
+                    results.append(CapacityStep(target, None, str(exc), 0, _peak_supernode(sampler),
+                                                sampler.min_available()))
+                    return str(exc)
             for attempt in (1, 2):
                 sampler.reset()
                 step = _capacity_step(extra, orgs, sampler)

@@ -83,3 +83,17 @@ def test_a_step_that_would_not_fit_in_memory_is_not_started():
     assert capacity.memory_forecast(steps, 60, total) is None        # 12 more fit
     assert capacity.memory_forecast(steps[:1], 96, total) is None    # one step: nothing to go by
     assert capacity.memory_forecast(steps, 96, None) is None
+
+
+def test_no_more_supernodes_are_started_once_memory_is_short():
+    """The forecast is an estimate: adding SuperNodes stops at the host's own figure."""
+    gib = 1024 ** 3
+    nodes = capacity.BenchNodes.__new__(capacity.BenchNodes)   # no engine: nothing may start
+    nodes.fed = type("Fed", (), {"organisations": []})()
+    readings = iter([2 * gib])
+    try:
+        nodes.add(5, 24 * gib, available=lambda: next(readings))
+    except capacity.MemoryShort as exc:
+        assert "2.0 GiB of 24.0 GiB available after 0 of 5" in str(exc)
+    else:
+        raise AssertionError("a SuperNode was started with 2 of 24 GiB available")
