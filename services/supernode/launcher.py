@@ -116,7 +116,8 @@ def _run_child(entry: Callable[[], None], argv: list[str]) -> None:
     try:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        gc.unfreeze()
+        # the parent's objects stay frozen (gc.freeze): a collection here would write to
+        # every one of them and so copy the pages the child shares with the launcher
         sys.argv = argv
         try:
             entry()
@@ -246,8 +247,12 @@ def run(supernode_cmd: list[str], runtime_api_address: str, preload: list[str],
                 time.sleep(interval)
                 continue
             if reply.HasField("task") and reply.token:
-                result = plugin.launch_task(token=reply.token, task=reply.task)
+                try:
+                    result = plugin.launch_task(token=reply.token, task=reply.task)
+                except OSError as exc:   # fork refused (the container's pids limit, memory)
+                    result = LaunchResult.failed(f"fork failed: {exc}")
                 if str(result.status) != "accepted":
+                    # flwr's task expiry then fails the message, as with its own SuperExec
                     log(f"task {reply.task.task_id} not launched: {result.message}")
             time.sleep(interval)
     finally:
