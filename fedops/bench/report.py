@@ -168,7 +168,7 @@ def render_round_breakdown() -> list[str]:
 
 def render_supernode_cost(r: Result) -> list[str]:
     """What one SuperNode container holds between runs, process by process, against
-    its peak during the runs (the difference: the flwr-clientapp process)."""
+    its peak during the runs (the difference: the ClientApp forked for a message)."""
     lines = ["", "## What a SuperNode costs", ""]
     procs = r.supernode_processes
     if procs:
@@ -179,7 +179,7 @@ def render_supernode_cost(r: Result) -> list[str]:
         peaks = [v["peak"] for v in r.memory.values() if v["service"].startswith("supernode-")]
         if peaks:
             lines += ["", f"Peak of a SuperNode container during the runs: {max(peaks) / MIB:.0f} MiB "
-                          "(the processes above plus one `flwr-clientapp` process per message)."]
+                          "(the processes above plus the ClientApp forked for each message)."]
     else:
         lines.append("Not measured in this run (no SuperNode container was online).")
     return lines + ["", SUPERNODE_COST.read_text().rstrip()]
@@ -201,10 +201,12 @@ def render_pairs(r: Result) -> list[str]:
         "- **stack**: the running platform, the way `invoke fl.run` submits and follows a run",
         "  (the admin's `flwr` CLI inside the SuperLink container): SuperNodes in containers,",
         "  each behind its site proxy (mTLS to the NGINX edge), TLS to the SuperLink, SuperNode",
-        "  authentication.",
+        "  authentication; each SuperNode's ClientApps forked by the platform's warm launcher",
+        "  (`services/supernode/launcher.py`).",
         "- **bare**: `flower-superlink --insecure` and one `flower-supernode --insecure` per",
         "  organisation as plain processes on the host (same flwr, same app, same node",
-        "  config), `flwr run` against them.",
+        "  config), `flwr run` against them; flwr's own SuperExec starts a new `flwr-clientapp`",
+        "  process for every message.",
         "",
         "Wall time is from submitting the run to the SuperLink reporting",
         "`finished:completed` (`flwr log --stream`, then `flwr ls --run-id`), the same",
@@ -241,7 +243,7 @@ def render_memory(r: Result) -> list[str]:
         "Sampled about once a second (`docker stats`: usage less inactive page cache;",
         "with more than 10 containers each is sampled every N/10 s, so that the engine's",
         "work for the samples stays small) during the stack's runs; a SuperNode's figure",
-        "includes its `flwr-clientapp` subprocesses.",
+        "includes its ClientApp processes.",
         "",
         "| container | service | peak (MiB) | limit (MiB) |",
         "|---|---|---|---|",

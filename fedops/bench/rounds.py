@@ -9,8 +9,9 @@ evaluate), per SuperNode:
 
 - pull: fetching the message and its objects (Fleet API, through the site proxy and
   the edge);
-- start: the SuperExec's next poll for tasks, a new `flwr-clientapp` process and its
-  imports of flwr;
+- start: the SuperExec's next poll for tasks and the ClientApp's process (forked by
+  the SuperNode's warm launcher; with flwr's own SuperExec a new `flwr-clientapp`
+  process and its imports of flwr);
 - clientapp: installing the FAB, the app's imports, the model work, the reply handed
   back and pushed;
 - wait: from the reply sent to the SuperNode's next message: flwr's SuperNode pulls
@@ -95,9 +96,13 @@ def steps(handled: list[Handled]) -> dict[str, list[float]]:
             previous = None
             continue
         t = h.times
+        # a ClientApp forked at once (the warm launcher) may start before the SuperNode
+        # logs the receipt, which it first confirms with the SuperLink: the start step is
+        # then 0 and the overlap stays with the pull, so that the steps still add up
+        started = max(t["clientapp"], t["received"])
         out["pull"].append((t["received"] - t["pulled"]).total_seconds())
-        out["start"].append((t["clientapp"] - t["received"]).total_seconds())
-        out["clientapp"].append((t["sent"] - t["clientapp"]).total_seconds())
+        out["start"].append((started - t["received"]).total_seconds())
+        out["clientapp"].append((t["sent"] - started).total_seconds())
         if previous is not None:
             out["wait"].append((t["pulled"] - previous.times["sent"]).total_seconds())
         previous = h
@@ -147,7 +152,7 @@ def render(p: RoundProfile | None) -> list[str]:
     per_round = ", ".join(f"{r:.1f}" for r in p.rounds) or "-"
     what = {
         "pull": "pull: the message and its objects, through the site proxy and the edge",
-        "start": "start: SuperExec's next task poll, a new `flwr-clientapp` process, its flwr imports",
+        "start": "start: the launcher's next task poll, the ClientApp's process forked",
         "clientapp": "ClientApp: FAB install, the app's imports, model work, reply pushed",
         "wait": "wait: reply sent to the next message (empty pull, then flwr's fixed 3 s sleep)",
     }

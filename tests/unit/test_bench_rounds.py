@@ -66,3 +66,18 @@ def test_round_times_from_when_the_round_lines_arrived():
     assert rounds.round_times([10.0, 30.0, 49.0], 68.0) == [20.0, 19.0, 19.0]
     assert rounds.round_times([10.0, 30.0], None) == [20.0]
     assert rounds.round_times([], 5.0) == []
+
+
+def test_a_clientapp_that_starts_before_the_receipt_is_logged_has_no_start_step():
+    """The warm launcher forks a ClientApp at once; the SuperNode logs `Received
+    successfully` only after confirming the receipt with the SuperLink."""
+    flipped = """\
+2026-12-07T22:52:01.100000000Z INFO :      Receiving: train message (ID: 1)
+2026-12-07T22:52:01.300000000Z INFO :      Start `flwr-clientapp` process
+2026-12-07T22:52:01.400000000Z INFO :      Received successfully
+2026-12-07T22:52:02.000000000Z INFO :      Sent successfully
+"""
+    s = rounds.steps(rounds.parse("alpha", flipped))
+    assert s["pull"] == pytest.approx([0.3]) and s["start"] == [0.0]
+    assert s["clientapp"] == pytest.approx([0.6])
+    assert sum(v[0] for v in (s["pull"], s["start"], s["clientapp"])) == pytest.approx(0.9)
