@@ -5,7 +5,10 @@ organisation.
 Usage (the image's ENTRYPOINT is ``python3 /usr/local/bin/entrypoint.py``; ``python3``
 is Debian's, through the venv in /opt/venv):
 
-    entrypoint.py              validate the key, the CA and the settings, exec flower-supernode
+    entrypoint.py              validate the key, the CA and the settings, then run the warm
+                               ClientApp launcher (launcher.py), which starts
+                               flower-supernode --isolation process as its child; with
+                               SUPERNODE_LAUNCHER=flwr exec flower-supernode instead
     entrypoint.py check        validate only; exit 0 when all is well
     entrypoint.py command      print the flower-supernode command line (no file checks)
     entrypoint.py healthcheck  the SuperNode's gRPC health service says SERVING (asked
@@ -417,7 +420,8 @@ def record_failure(path: Path, reset: bool = False) -> int:
 
 
 def stop_when_broken(s: Mapping[str, str], failures: int, kill=os.kill, find=None) -> str:
-    """SIGTERM to the init (forwarded to flower-supernode) at the limit, SIGKILL to
+    """SIGTERM to the init (forwarded to the container's main process: the launcher, which
+    passes it to flower-supernode) at the limit, SIGKILL to
     flower-supernode itself two checks later. Returns what was done."""
     limit = int(s["SUPERNODE_EXIT_AFTER_FAILURES"] or 0)
     if limit <= 0 or failures < limit:
