@@ -15,7 +15,7 @@ from .capacity import BENCH_LABEL, capacity_wave, probe_capacity
 from .common import log
 from .machine import machine_info, total_memory
 from .memory import MemorySampler, container_processes, merge_peaks
-from .report import (REPORT, Result, Timing, TARGET_RATIO, capacity_summary, fmt, render_bringup, render_capacity,
+from .report import (REPORT, Result, Timing, TARGET_RATIO, capacity_summary, fmt, mark_partial, render_bringup, render_capacity,
                      render_memory, render_pairs, render_report, render_round_breakdown, render_supernode_cost,
                      splice)
 from .stackrun import check_stack, time_stack
@@ -78,7 +78,7 @@ def run_parts(parts: tuple[str, ...], report: Path = REPORT, max_supernodes: int
         text = splice(text, render_bringup(result.bringup) + ["", stamp])
     if {"pairs", "rounds"} & set(parts):    # the written half beside the round profile: no stamp
         text = splice(text, render_round_breakdown())
-    report.write_text(text)
+    report.write_text(mark_partial(text))
     log(f"updated {', '.join(parts)} in {report.relative_to(paths.ROOT) if report.is_relative_to(paths.ROOT) else report}")
     return result
 

@@ -329,6 +329,23 @@ def render_bringup(b) -> list[str]:
     return lines
 
 
+PARTIAL_NOTE = ("Sections measured again since, by `invoke bench --only`, say when and by which "
+                "command at their end.")
+
+
+def mark_partial(text: str) -> str:
+    """The report with a sentence after its header's "Measured ..." paragraph saying that
+    sections re-measured by `--only` carry their own date (once)."""
+    if PARTIAL_NOTE in text:
+        return text
+    lines = text.split("\n")
+    start = next((i for i, line in enumerate(lines) if line.startswith("Measured ")), None)
+    if start is None:
+        return text
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    return "\n".join(lines[:end] + [PARTIAL_NOTE] + lines[end:])
+
+
 def splice(text: str, section: list[str]) -> str:
     """The report `text` with one section (lines from a render function, its first
     `## ` line the heading) put in place of the section of that heading, up to the next

@@ -117,3 +117,12 @@ def test_a_round_that_lost_replies_is_no_capacity():
     assert not steps[1].clean and steps[1].completed
     assert report.capacity_summary(steps, 120) == (
         "a round completed with 24 SuperNodes; with 36 it did not (35 SuperNodes' replies failed)")
+
+
+def test_a_report_measured_in_parts_says_so_under_its_header_once():
+    text = "# Benchmarks\n\nMeasured 2026-12-07 12:02 UTC by `invoke bench --rounds 3`.\n\n## Machine\n"
+    marked = report.mark_partial(text)
+    assert marked.split("\n")[2:5] == ["Measured 2026-12-07 12:02 UTC by `invoke bench --rounds 3`.",
+                                       report.PARTIAL_NOTE, ""]
+    assert report.mark_partial(marked) == marked
+    assert report.mark_partial("# no header\n") == "# no header\n"
