@@ -76,6 +76,11 @@ def memory_short(min_available: int | None, total: int | None, reserve: float = 
     return bool(min_available is not None and total and min_available < reserve * total)
 
 
+def memory_text(available: int, total: int) -> str:
+    gib = 1024 ** 3
+    return f"{available / gib:.1f} GiB of {total / gib:.1f} GiB available"
+
+
 def memory_forecast(steps: list[CapacityStep], target: int, total: int | None,
                     reserve: float = MEMORY_RESERVE) -> str | None:
     """Why `target` SuperNodes would not fit in memory, or None. The memory one more
@@ -185,8 +190,8 @@ class BenchNodes:
         for started in range(count):
             now = available()
             if memory_short(now, total_memory):
-                raise MemoryShort(f"memory ran short while starting SuperNodes: {now / 1024 ** 3:.1f} GiB "
-                                  f"of {total_memory / 1024 ** 3:.1f} GiB available after {started} of {count}")
+                raise MemoryShort(f"memory ran short while starting SuperNodes: {memory_text(now, total_memory)} "
+                                  f"after {started} of {count}")
             index = len(self.containers)
             org, site_id = self.sites[index % len(self.sites)]
             name = f"bench-{self.token}-{index}"
@@ -305,8 +310,8 @@ def probe_capacity(client, project: str, fed, base: int, cap: int, sampler: Memo
             if attempt == 2:
                 step.status += " (2nd try)"
             results.append(step)
-            short = (f"memory ran short: {step.min_available / 1024 ** 3:.1f} GiB of "
-                     f"{total_memory / 1024 ** 3:.1f} GiB available at the lowest" if low else "")
+            short = (f"memory ran short: {memory_text(step.min_available, total_memory)} at the lowest"
+                     if low else "")
             if not step.clean:
                 return ("a round failed" if not step.completed else
                         f"{step.failures} SuperNodes' replies failed in the round") + (f" ({short})" if short else "")

@@ -171,13 +171,14 @@ def build_command(env: Mapping[str, str], exists=os.path.exists) -> list[str]:
     runtime_port = s["SUPERNODE_RUNTIME_PORT"]
     if not runtime_port.isdigit() or not 0 < int(runtime_port) < 65536:
         raise ValueError(f"SUPERNODE_RUNTIME_PORT={runtime_port!r} is not a port number")
+    mode = launcher_mode(env)
     cmd = [
         "flower-supernode",
         "--superlink", s["SUPERLINK_ADDRESS"],
         "--root-certificates", s["ROOT_CERTIFICATES"],
         "--auth-supernode-private-key", key_file(env, exists),
         "--node-config", node_config(env),
-        "--isolation", "process" if launcher_mode(env) == "warm" else "subprocess",
+        "--isolation", "process" if mode == "warm" else "subprocess",
         "--host", "127.0.0.1",
         "--port", runtime_port,
     ]
@@ -187,7 +188,7 @@ def build_command(env: Mapping[str, str], exists=os.path.exists) -> list[str]:
     if s["SUPERNODE_EXIT_WHEN_DETACHED"].lower() not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
         raise ValueError(f"SUPERNODE_EXIT_WHEN_DETACHED={s['SUPERNODE_EXIT_WHEN_DETACHED']!r}: use 1 or 0")
     rpc_interval(s)
-    if launcher_mode(env) == "warm":
+    if mode == "warm":
         launcher_settings(env)
     if s["SUPERNODE_MAX_WAIT_TIME"]:
         try:

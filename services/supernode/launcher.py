@@ -82,9 +82,8 @@ def exit_code(status: int) -> int:
 class Children:
     """The ClientApps forked and not yet reaped (pid -> task id)."""
 
-    def __init__(self, waitpid: Callable = os.waitpid):
+    def __init__(self):
         self.tasks: dict[int, int] = {}
-        self.waitpid = waitpid
 
     def add(self, pid: int, task_id: int) -> None:
         self.tasks[pid] = task_id
@@ -94,7 +93,7 @@ class Children:
         done = []
         for pid in list(self.tasks):
             try:
-                got, status = self.waitpid(pid, os.WNOHANG)
+                got, status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 done.append((pid, self.tasks.pop(pid), 1))
                 continue
